@@ -1,0 +1,1 @@
+"""Rules, alert lifecycle, audit, dispatch and notifications (issue 4)."""

@@ -1,0 +1,1 @@
+"""The registry and the vocabulary: vendors, device profiles, devices, interning."""

@@ -1,0 +1,1 @@
+"""Composition root: settings, app wiring, live state, CLI, demo."""

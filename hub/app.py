@@ -1,0 +1,242 @@
+"""The hub's FastAPI application: components built in the lifespan, domain routers mounted, errors as RFC 9457."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from devices import api as devices_api
+from devices.errors import DeviceError, InvalidDefinitionError, NotFoundError
+from devices.loader import load_shipped
+from devices.registry import Registry
+from hub.embedded_broker import EmbeddedBroker
+from hub.live import HubLiveView
+from hub.settings import HubSettings
+from hub.state import LiveState
+from ingest import api as ingest_api
+from ingest.api import BadQueryError
+from ingest.batch import ReadingBatch
+from ingest.consumer import Consumer, StatusChange
+from ingest.deadletter import DeadLetterStore
+from ingest.errors import IngestError
+from ingest.mqtt import MqttOptions
+from ingest.pipeline import IngestPipeline
+from ingest.store.filestore import FileStore
+
+logger = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(status: int, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:  # noqa: ANN401
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves as RFC 9457 problem details; routers raise domain errors, not HTTPException."""
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return _problem(404, f"{exc.kind.capitalize()} not found", str(exc), request)
+
+    @app.exception_handler(InvalidDefinitionError)
+    async def _invalid(request: Request, exc: InvalidDefinitionError) -> JSONResponse:
+        return _problem(422, "Invalid definition", str(exc), request)
+
+    @app.exception_handler(BadQueryError)
+    async def _bad_query(request: Request, exc: BadQueryError) -> JSONResponse:
+        return _problem(400, "Bad query", str(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+        return _problem(422, "Invalid request", detail, request, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail), request)
+
+    @app.exception_handler(DeviceError)
+    @app.exception_handler(IngestError)
+    async def _domain(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("request %s failed: %s", request.url.path, exc)
+        return _problem(500, "Internal error", "the hub could not complete the request", request)
+
+
+class Components:
+    """Everything the running hub holds, built in the lifespan and closed after it."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        """Open the registry, stores and live state (and start the embedded broker if configured)."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        if settings.mqtt.embedded:
+            self.broker = EmbeddedBroker(
+                settings.data_dir / "broker",
+                settings.mqtt.host,
+                settings.mqtt.port,
+                settings.mqtt.mosquitto_bin,
+            )
+            self.broker.start()
+        self.registry = Registry(settings.registry)
+        if not self.registry.profiles():
+            load_shipped(self.registry)
+        self.store = FileStore(settings.store_path)
+        self.dead_letters = DeadLetterStore(settings.registry)
+        self.state = LiveState(
+            self.registry.interner.device_count, self.registry.interner.metric_count
+        )
+        self.state.apply(self.store.latest())
+        self.live = HubLiveView(self.registry, self.state, self.dead_letters)
+        ing = settings.ingest
+        consumer = Consumer(
+            self.registry,
+            site_zone=ing.site_zone,
+            max_payload=ing.max_payload_bytes,
+            skew_flag_ms=int(ing.skew_flag_s * 1000),
+            max_future_ms=int(ing.max_future_s * 1000),
+        )
+        mq = settings.mqtt
+        self.pipeline = IngestPipeline(
+            self.registry,
+            self.store,
+            self.dead_letters,
+            MqttOptions(
+                host=mq.host,
+                port=mq.port,
+                client_id=mq.client_id,
+                username=mq.username,
+                password=mq.password.get_secret_value() if mq.password else None,
+                receive_maximum=mq.receive_maximum,
+            ),
+            consumer=consumer,
+            flush_interval=ing.flush_interval_s,
+            on_batch=[self._to_state],
+            on_status=[self._status_to_state],
+        )
+        self.started = time.time()
+
+    async def _to_state(self, batch: ReadingBatch) -> None:
+        self.state.apply(batch)
+
+    async def _status_to_state(self, statuses: Sequence[StatusChange]) -> None:
+        devices = self.registry.interner.devices
+        for s in statuses:
+            entry = devices.get(s.device_id)
+            if entry is not None and entry.vendor == s.vendor:
+                self.state.mark_online(entry.index, s.online, s.ts_ms)
+
+    async def retention(self) -> None:
+        """Delete readings past the retention period, hourly."""
+        keep_ms = int(self.settings.store.retention_days * 86_400_000)
+        while True:
+            cutoff = int(time.time() * 1000) - keep_ms
+            deleted = await asyncio.to_thread(self.store.delete_before, cutoff)
+            if deleted:
+                logger.info(
+                    "retention deleted %s readings older than %s days",
+                    deleted,
+                    self.settings.store.retention_days,
+                )
+            await asyncio.sleep(3600)
+
+    async def watch_registry(self) -> None:
+        """Pick up devices and profiles that another process (``hub devices import``) added."""
+        while True:
+            await asyncio.sleep(5)
+            try:
+                if await asyncio.to_thread(self.registry.refresh):
+                    logger.info("registry changed: %s devices", len(self.registry.interner.devices))
+            except Exception:
+                logger.exception("registry refresh failed")
+
+    def close(self) -> None:
+        """Close stores and stop the embedded broker."""
+        self.store.close()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def create_app(settings: HubSettings | None = None) -> FastAPI:
+    """The hub's ASGI app; components start with the app's lifespan."""
+    settings = settings or HubSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        components = await asyncio.to_thread(Components, settings)
+        app.state.components = components
+        app.state.registry = components.registry
+        app.state.store = components.store
+        app.state.dead_letters = components.dead_letters
+        app.state.live = components.live
+        tasks = [
+            asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
+            asyncio.create_task(components.retention(), name="store.retention"),
+            asyncio.create_task(components.watch_registry(), name="registry.watch"),
+        ]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(components.close)
+
+    app = FastAPI(
+        title="City hub",
+        version="0.1.0",
+        description="City sensing and emergency-monitoring hub: devices, readings, rejects.",
+        lifespan=lifespan,
+    )
+    _install_problem_handlers(app)
+    app.include_router(devices_api.router)
+    app.include_router(ingest_api.router)
+
+    @app.get("/healthz", tags=["health"], summary="Is the hub working")
+    def healthz(request: Request) -> dict[str, Any]:
+        c: Components = request.app.state.components
+        p = c.pipeline
+        counters = p.consumer.counters
+        connected = p.transport.connected.is_set()
+        return {
+            "status": "ok" if connected else "degraded",
+            "broker_connected": connected,
+            "uptime_s": round(time.time() - c.started, 1),
+            "devices": len(c.registry.interner.devices),
+            "messages": counters.messages,
+            "readings_decoded": counters.readings,
+            "readings_stored": p.stats.stored,
+            "duplicates_skipped": p.stats.duplicates,
+            "dead_letters": counters.dead_letters,
+            "in_flight": p.consumer.pending,
+            "store_errors": p.stats.store_errors,
+            "last_write_ms": round(p.stats.last_write_ms, 2),
+        }
+
+    static = resources.files("hub") / "static"
+    app.mount("/", StaticFiles(directory=str(static), html=True), name="static")
+    return app

@@ -1,0 +1,212 @@
+"""The ``hub`` command: run the hub, run the demo, simulate sensors, import devices."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from hub.errors import HubError
+from hub.settings import HubSettings
+
+app = typer.Typer(help="City sensing and emergency-monitoring hub.", no_args_is_help=True)
+devices_app = typer.Typer(help="Manage the device registry.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+console = Console()
+
+
+def _logging(verbose: bool) -> None:  # noqa: FBT001
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _serve(settings: HubSettings) -> None:
+    from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level="warning",
+        ws="websockets",
+    )
+
+
+@app.command()
+def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:  # noqa: FBT002
+    """Run the hub with settings from HUB_* variables or the TOML file named by HUB_CONFIG."""
+    _logging(verbose)
+    settings = HubSettings()
+    console.print(f"hub: http://{settings.http.host}:{settings.http.port}  (API docs at /docs)")
+    try:
+        _serve(settings)
+    except HubError as exc:
+        console.print(f"[red]hub could not start:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(help="Simulated sensors")] = 5000,
+    rate: Annotated[float, typer.Option(help="Simulated messages per second")] = 500.0,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its files")] = Path(
+        "data/demo"
+    ),
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in a browser")
+    ] = True,  # noqa: FBT002
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,  # noqa: FBT002
+) -> None:
+    """Run the hub on its embedded defaults with simulated sensors of a demo city."""
+    _logging(verbose)
+    from devices.loader import load_shipped  # noqa: PLC0415
+    from devices.registry import Registry  # noqa: PLC0415
+    from hub.democity import demo_devices  # noqa: PLC0415
+    from hub.simulator import run_simulation  # noqa: PLC0415
+
+    started = time.monotonic()
+    os.environ.setdefault("HUB_DATA_DIR", str(data_dir))
+    settings = HubSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    city = demo_devices(devices)
+    registry = Registry(settings.registry)
+    load_shipped(registry)
+    registry.put_devices(city)
+    registry.engine.dispose()
+    console.print(f"demo city: {len(city)} devices registered in {settings.registry}")
+
+    stop = threading.Event()
+
+    def simulate() -> None:
+        from hub.embedded_broker import port_open  # noqa: PLC0415
+
+        while not port_open(settings.mqtt.host, settings.mqtt.port) and not stop.is_set():
+            time.sleep(0.2)
+        run_simulation(settings.mqtt.host, settings.mqtt.port, city, rate, None, qos=1, stop=stop)
+
+    sim = threading.Thread(target=simulate, name="simulator", daemon=True)
+    sim.start()
+    url = f"http://{settings.http.host}:{settings.http.port}/"
+
+    def announce() -> None:
+        from hub.embedded_broker import port_open  # noqa: PLC0415
+
+        while not port_open(settings.http.host, settings.http.port) and not stop.is_set():
+            time.sleep(0.2)
+        console.print(
+            f"[bold green]ready[/bold green] in {time.monotonic() - started:.1f} s: {url}  "
+            f"(API docs {url}docs; broker mqtt://{settings.mqtt.host}:{settings.mqtt.port}; Ctrl-C stops)"
+        )
+        if open_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    try:
+        _serve(settings)
+    except HubError as exc:
+        console.print(f"[red]demo could not start:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        stop.set()
+        sim.join(timeout=5)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(help="Demo-city sensors to simulate")] = 5000,
+    rate: Annotated[float, typer.Option(help="Messages per second")] = 500.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (default: until Ctrl-C)")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Broker host (default: hub settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Broker port (default: hub settings)")] = None,
+    qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register", help="Register the devices in the hub's registry first"
+        ),
+    ] = True,  # noqa: FBT002
+) -> None:
+    """Publish realistic water, traffic and urban readings from a simulated demo city."""
+    from hub.democity import demo_devices  # noqa: PLC0415
+    from hub.simulator import run_simulation  # noqa: PLC0415
+
+    settings = HubSettings()
+    city = demo_devices(devices)
+    if register:
+        from devices.loader import load_shipped  # noqa: PLC0415
+        from devices.registry import Registry  # noqa: PLC0415
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry(settings.registry)
+        load_shipped(registry)
+        new = registry.put_devices(city)
+        console.print(f"registered {new} new devices in {settings.registry}")
+    h, p = host or settings.mqtt.host, port or settings.mqtt.port
+    console.print(
+        f"publishing {len(city)} devices at {rate:g} msg/s to mqtt://{h}:{p} (Ctrl-C stops)"
+    )
+    try:
+        stats = run_simulation(h, p, city, rate, duration, qos=qos)
+    except KeyboardInterrupt:
+        return
+    console.print(f"published {stats.messages} messages, {stats.readings} readings")
+
+
+@devices_app.command("import")
+def import_devices(
+    files: Annotated[
+        list[Path], typer.Argument(help="YAML, JSON or CSV files of vendors, profiles, devices")
+    ],
+) -> None:
+    """Import vendors, profiles and devices into the registry (a running hub picks them up)."""
+    from devices.errors import DeviceError  # noqa: PLC0415
+    from devices.loader import import_definitions, load_shipped, read_file  # noqa: PLC0415
+    from devices.registry import Registry  # noqa: PLC0415
+
+    settings = HubSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(settings.registry)
+    if not registry.profiles():
+        load_shipped(registry)
+    for path in files:
+        try:
+            defs = read_file(path)
+        except (DeviceError, OSError) as exc:
+            console.print(f"[red]{path}:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        with Progress(
+            TextColumn(f"{path.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("devices", total=len(defs.devices))
+            try:
+                result = import_definitions(
+                    registry, defs, progress=lambda n: progress.update(task, completed=n)
+                )
+            except DeviceError as exc:
+                console.print(f"[red]{path}:[/red] {exc}")
+                raise typer.Exit(1) from exc
+        console.print(
+            f"{path}: {result.vendors} vendors, {result.profiles} profiles, "
+            f"{result.devices_new} new and {result.devices_updated} updated devices"
+        )
+
+
+if __name__ == "__main__":
+    app()

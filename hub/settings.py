@@ -1,0 +1,116 @@
+"""One settings model for the whole hub: `HUB_` environment variables or a TOML file; every default runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """The broker the hub consumes from."""
+
+    host: str = Field("127.0.0.1", title="Broker host")
+    port: int = Field(1883, title="Broker port", ge=1, le=65535)
+    client_id: str = Field("hub-ingest", title="Client id of the hub's persistent session")
+    username: str | None = Field(None, title="Username for the hub's own connection")
+    password: SecretStr | None = Field(None, title="Password for the hub's own connection")
+    receive_maximum: int = Field(
+        10_000,
+        ge=1,
+        le=65535,
+        title="Unacknowledged messages the broker may send at once",
+        description="MQTT 5 Receive Maximum: the back-pressure bound on messages in flight",
+    )
+    embedded: bool = Field(
+        True,
+        title="Start and supervise a Mosquitto broker",
+        description="The hub runs Mosquitto as its child process on host:port with a config it writes",
+    )
+    mosquitto_bin: str = Field("mosquitto", title="Mosquitto executable for the embedded broker")
+
+    @model_validator(mode="after")
+    def _user_needs_password(self) -> MqttSettings:
+        if self.username is not None and self.password is None:
+            msg = "mqtt.password must be set when mqtt.username is set"
+            raise ValueError(msg)
+        return self
+
+
+class StoreSettings(_Section):
+    """The time-series store."""
+
+    backend: str = Field("file", title="Backend", description="'file' (embedded DuckDB)")
+    path: str = Field("readings.duckdb", title="Store file, relative to data_dir")
+    retention_days: float = Field(400, gt=0, title="Days of readings kept")
+
+
+class IngestSettings(_Section):
+    """Decoding and normalisation."""
+
+    site_zone: str = Field("Asia/Shanghai", title="Zone for device times without a zone")
+    max_payload_bytes: int = Field(256 * 1024, gt=0, title="Largest accepted payload")
+    skew_flag_s: float = Field(300, gt=0, title="Readings this far ahead are flagged CLOCK_SKEW")
+    max_future_s: float = Field(86_400, gt=0, title="Readings this far ahead are rejected")
+    flush_interval_s: float = Field(0.02, gt=0, le=5, title="How often decoded readings are stored")
+
+
+class HttpSettings(_Section):
+    """The HTTP API and command screen."""
+
+    host: str = Field("127.0.0.1", title="Listen address")
+    port: int = Field(8000, ge=1, le=65535, title="Listen port")
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub can be told. Nested fields: ``HUB_MQTT__PORT=1884``; file: ``HUB_CONFIG=hub.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Field(Path("data"), title="Where the hub keeps its files")
+    registry_url: str | None = Field(
+        None, title="SQLAlchemy URL of the registry", description="Default: SQLite file in data_dir"
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment, then the TOML file named by ``HUB_CONFIG``."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = os.environ.get("HUB_CONFIG")
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def registry(self) -> str:
+        """The registry URL, defaulting to ``data_dir/hub.db``."""
+        return self.registry_url or f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    @property
+    def store_path(self) -> Path:
+        """The embedded store's file."""
+        return self.data_dir / self.store.path

@@ -1,0 +1,1 @@
+"""Ingest: MQTT consumer, codecs, normalisation, dead letters, `ReadingBatch`, time-series stores."""

@@ -1,0 +1,1 @@
+"""Camera registry, stream probing, picture diagnosis and the spatial camera index (issue 6)."""
