@@ -33,11 +33,13 @@ class BenchBroker:
             raise SystemExit("mosquitto is not installed: run scripts/ensure-system-packages")
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
-            CONFIG_TEMPLATE.format(host="127.0.0.1", port=self.port, data=self.dir, user=run_as()).replace(
-                "persistence true", "persistence false"
-            )
+            CONFIG_TEMPLATE.format(
+                host="127.0.0.1", port=self.port, data=self.dir, user=run_as()
+            ).replace("persistence true", "persistence false")
         )
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port):
             if time.monotonic() > deadline:
@@ -46,7 +48,10 @@ class BenchBroker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self.proc is not None:
             self.proc.terminate()

@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._broker import BenchBroker  # noqa: E402
+from bench._broker import BenchBroker
 
 DEVICES = 5000
 REGISTERED = 100_000
@@ -71,15 +71,15 @@ def batched_payload(i: int, per: int = 100) -> tuple[str, bytes]:
     gw = f"d{i % DEVICES:06d}"
     base = (i * per) % DEVICES
     ts = T0_S + (i * per) // DEVICES
-    data = [
-        {"id": f"d{(base + k) % DEVICES:06d}", "t": ts, "wl": 100.0 + k} for k in range(per)
-    ]
+    data = [{"id": f"d{(base + k) % DEVICES:06d}", "t": ts, "wl": 100.0 + k} for k in range(per)]
     return f"sensors/{VENDOR}/{gw}/up", json.dumps({"data": data}).encode()
 
 
 def publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
     """Publish at QoS 1 as fast as the broker takes them; returns msgs/s."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5
+    )
     c.max_inflight_messages_set(1000)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -108,7 +108,9 @@ def run_counter(port: int, expected: int) -> None:
         if count >= expected:
             done.set()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter", protocol=mqtt.MQTTv5
+    )
     c.on_message = on_message
     t = time.perf_counter()
     c.connect("127.0.0.1", port, clean_start=False, properties=_session_props())
@@ -130,16 +132,25 @@ def _bench_registry(path: Path) -> None:
     reg.put_profiles(
         [
             DeviceProfile(
-                id="bench-senml", name="bench SenML level", type="water_level", domain="water",
+                id="bench-senml",
+                name="bench SenML level",
+                type="water_level",
+                domain="water",
                 metrics=(MetricSpec(name="water_level", unit="m", min=-5, max=60),),
-                report_interval_s=60, codec={"codec": "senml"},
+                report_interval_s=60,
+                codec={"codec": "senml"},
             ),
             DeviceProfile(
-                id="bench-gw", name="bench gateway", type="water_level", domain="water",
+                id="bench-gw",
+                name="bench gateway",
+                type="water_level",
+                domain="water",
                 metrics=(MetricSpec(name="water_level", unit="m", min=-5, max=60),),
                 report_interval_s=60,
                 codec={
-                    "codec": "mapping", "records": "/data", "device": "/id",
+                    "codec": "mapping",
+                    "records": "/data",
+                    "device": "/id",
                     "time": {"path": "/t", "format": "epoch_s"},
                     "fields": [{"path": "/wl", "metric": "water_level", "unit": "cm"}],
                 },
@@ -147,7 +158,11 @@ def _bench_registry(path: Path) -> None:
         ]
     )
     devices = [
-        Device(id=f"d{i:06d}", vendor=VENDOR, profile="bench-senml" if i < DEVICES // 2 or i >= DEVICES else "bench-gw")
+        Device(
+            id=f"d{i:06d}",
+            vendor=VENDOR,
+            profile="bench-senml" if i < DEVICES // 2 or i >= DEVICES else "bench-gw",
+        )
         for i in range(REGISTERED)
     ]
     reg.put_devices(devices)
@@ -191,21 +206,34 @@ def run_hub(port: int, expected_readings: int, registry_path: str, store_dir: st
     rss = psutil.Process().memory_info().rss / 2**20
     stored = store.count()
     store.close()
-    print(json.dumps({
-        "seconds": elapsed, "stored": stored, "rss_mb": rss,
-        "rejected": pipeline.consumer.counters.dead_letters, "messages": pipeline.consumer.counters.messages,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "stored": stored,
+                "rss_mb": rss,
+                "rejected": pipeline.consumer.counters.dead_letters,
+                "messages": pipeline.consumer.counters.messages,
+            }
+        )
+    )
 
 
 def _child(*args: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, text=True, timeout=900
+        [sys.executable, __file__, *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=900,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batched-messages", type=int, default=10_000)
     parser.add_argument("--role", choices=["counter", "hub"], help=argparse.SUPPRESS)
@@ -225,20 +253,38 @@ def main() -> None:
         reg_path = Path(tmp) / "registry.db"
         t = time.perf_counter()
         _bench_registry(reg_path)
-        print(f"# registry with {REGISTERED} devices built in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        print(
+            f"# registry with {REGISTERED} devices built in {time.perf_counter() - t:.1f} s",
+            file=sys.stderr,
+        )
 
         single = [single_payload(i) for i in range(args.messages)]
         create_session(broker.port, "bench-counter")
         rate = publish(broker.port, single)
-        print(f"# published {len(single)} single-reading messages at {rate:.0f} msg/s", file=sys.stderr)
-        base = _child("--role", "counter", "--port", str(broker.port), "--expected", str(len(single)))
+        print(
+            f"# published {len(single)} single-reading messages at {rate:.0f} msg/s",
+            file=sys.stderr,
+        )
+        base = _child(
+            "--role", "counter", "--port", str(broker.port), "--expected", str(len(single))
+        )
 
         create_session(broker.port, "bench-hub")
         publish(broker.port, single)
         store1 = Path(tmp) / "s1"
         store1.mkdir()
-        hub = _child("--role", "hub", "--port", str(broker.port), "--expected", str(len(single)),
-                     "--registry", str(reg_path), "--store-dir", str(store1))
+        hub = _child(
+            "--role",
+            "hub",
+            "--port",
+            str(broker.port),
+            "--expected",
+            str(len(single)),
+            "--registry",
+            str(reg_path),
+            "--store-dir",
+            str(store1),
+        )
         if hub["stored"] != len(single):
             raise SystemExit(f"hub stored {hub['stored']} readings of {len(single)}")
 
@@ -248,8 +294,18 @@ def main() -> None:
         store2.mkdir()
         create_session(broker.port, "bench-hub")  # fresh session: nothing left from the first run
         publish(broker.port, batched)
-        hub_b = _child("--role", "hub", "--port", str(broker.port), "--expected", str(readings),
-                       "--registry", str(reg_path), "--store-dir", str(store2))
+        hub_b = _child(
+            "--role",
+            "hub",
+            "--port",
+            str(broker.port),
+            "--expected",
+            str(readings),
+            "--registry",
+            str(reg_path),
+            "--store-dir",
+            str(store2),
+        )
 
     baseline = base["messages"] / base["seconds"]
     hub_rate = len(single) / hub["seconds"]
@@ -258,9 +314,12 @@ def main() -> None:
     print(f"ingest_ratio={hub_rate / baseline:.2f}")
     print(f"ingest_batched_readings_s={readings / hub_b['seconds']:.0f}")
     print(f"ingest_rss_mb={max(hub['rss_mb'], hub_b['rss_mb']):.0f}")
-    print(f"# single: {len(single)} messages, hub {hub['seconds']:.2f} s vs counter {base['seconds']:.2f} s; "
-          f"batched: {len(batched)} messages x 100 readings in {hub_b['seconds']:.2f} s, "
-          f"stored {hub_b['stored']}", file=sys.stderr)
+    print(
+        f"# single: {len(single)} messages, hub {hub['seconds']:.2f} s vs counter {base['seconds']:.2f} s; "
+        f"batched: {len(batched)} messages x 100 readings in {hub_b['seconds']:.2f} s, "
+        f"stored {hub_b['stored']}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

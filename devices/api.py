@@ -18,7 +18,9 @@ class LatestValue(BaseModel):
     value: float | None
     unit: str
     ts: datetime
-    quality: int = Field(description="Quality flags: 0 ok, 1 out of range, 2 clock skew, 4 estimated time, 8 NaN")
+    quality: int = Field(
+        description="Quality flags: 0 ok, 1 out of range, 2 clock skew, 4 estimated time, 8 NaN"
+    )
 
 
 class LiveView(Protocol):
@@ -39,7 +41,9 @@ class DeviceView(Device):
     type: str = Field(title="Device type, from its profile")
     latest: dict[str, LatestValue] = Field(default_factory=dict, title="Latest value per metric")
     last_seen: datetime | None = Field(None, title="Time of the newest reading")
-    online: bool | None = Field(None, title="The device's own online/offline status, if it sends one")
+    online: bool | None = Field(
+        None, title="The device's own online/offline status, if it sends one"
+    )
 
 
 class DeviceDetail(DeviceView):
@@ -91,9 +95,13 @@ def _view(device: Device, registry: Registry, live: LiveView) -> DeviceView:
 def list_devices(
     registry: RegistryDep,
     live: LiveDep,
-    type: Annotated[str | None, Query(max_length=64, description="Device type, e.g. water_level")] = None,  # noqa: A002
+    type: Annotated[
+        str | None, Query(max_length=64, description="Device type, e.g. water_level")
+    ] = None,
     vendor: Annotated[str | None, Query(max_length=64)] = None,
-    area: Annotated[str | None, Query(max_length=300, description="Area path prefix, e.g. demo/riverside")] = None,
+    area: Annotated[
+        str | None, Query(max_length=300, description="Area path prefix, e.g. demo/riverside")
+    ] = None,
     status: DeviceStatus | None = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -107,7 +115,9 @@ def list_devices(
     )
 
 
-@router.get("/devices/{device_id}", response_model=DeviceDetail, summary="One device with latest values")
+@router.get(
+    "/devices/{device_id}", response_model=DeviceDetail, summary="One device with latest values"
+)
 def get_device(device_id: str, registry: RegistryDep, live: LiveDep) -> DeviceDetail:
     """The device, its profile, its latest value per metric and its reject counts."""
     device = registry.device(device_id)

@@ -151,7 +151,9 @@ class Registry:
     def _bump_stored_version(self, conn: sa.Connection) -> None:
         # Another process (the CLI importing devices, another hub node) learns of changes from this.
         updated = conn.execute(
-            sa.update(meta_table).where(meta_table.c.key == "version").values(value=meta_table.c.value + 1)
+            sa.update(meta_table)
+            .where(meta_table.c.key == "version")
+            .values(value=meta_table.c.value + 1)
         ).rowcount
         if not updated:
             conn.execute(sa.insert(meta_table).values(key="version", value=1))

@@ -13,7 +13,14 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from hub.errors import HubError
 from hub.settings import HubSettings
@@ -24,7 +31,7 @@ app.add_typer(devices_app, name="devices")
 console = Console()
 
 
-def _logging(verbose: bool) -> None:  # noqa: FBT001
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -44,7 +51,7 @@ def _serve(settings: HubSettings) -> None:
 
 
 @app.command()
-def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:  # noqa: FBT002
+def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the hub with settings from HUB_* variables or the TOML file named by HUB_CONFIG."""
     _logging(verbose)
     settings = HubSettings()
@@ -65,8 +72,8 @@ def demo(
     ),
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the page in a browser")
-    ] = True,  # noqa: FBT002
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,  # noqa: FBT002
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub on its embedded defaults with simulated sensors of a demo city."""
     _logging(verbose)
@@ -137,7 +144,7 @@ def simulate(
         typer.Option(
             "--register/--no-register", help="Register the devices in the hub's registry first"
         ),
-    ] = True,  # noqa: FBT002
+    ] = True,
 ) -> None:
     """Publish realistic water, traffic and urban readings from a simulated demo city."""
     from hub.democity import demo_devices  # noqa: PLC0415
@@ -195,10 +202,12 @@ def import_devices(
             console=console,
         ) as progress:
             task = progress.add_task("devices", total=len(defs.devices))
+
+            def advance(done: int, task: TaskID = task) -> None:
+                progress.update(task, completed=done)
+
             try:
-                result = import_definitions(
-                    registry, defs, progress=lambda n: progress.update(task, completed=n)
-                )
+                result = import_definitions(registry, defs, progress=advance)
             except DeviceError as exc:
                 console.print(f"[red]{path}:[/red] {exc}")
                 raise typer.Exit(1) from exc

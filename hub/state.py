@@ -74,9 +74,9 @@ class LiveState:
             self.ts.ravel()[series] = batch.ts[rows]
             self.quality.ravel()[series] = batch.quality[rows]
             np.maximum.at(self.last_seen, batch.device, batch.ts)
-            return series
+            return np.asarray(series, dtype=np.intp)
 
-    def mark_online(self, device: int, online: bool, ts_ms: int) -> None:  # noqa: FBT001
+    def mark_online(self, device: int, online: bool, ts_ms: int) -> None:
         """Record a device's own online/offline status message."""
         with self._lock:
             self._grow(device + 1, self.shape[1])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -63,7 +64,9 @@ class Readings(BaseModel):
     ts: list[datetime]
     value: list[float | None]
     quality: list[int]
-    truncated: bool = Field(description="True when more than the returned points exist in the range")
+    truncated: bool = Field(
+        description="True when more than the returned points exist in the range"
+    )
 
 
 class Buckets(BaseModel):
@@ -113,7 +116,7 @@ router = APIRouter(prefix="/api/v1", tags=["readings"])
 
 
 def _nan_to_none(values: list[float]) -> list[float | None]:
-    return [None if v != v else v for v in values]  # NaN is not JSON
+    return [None if math.isnan(v) else v for v in values]  # NaN is not JSON
 
 
 @router.get(
@@ -125,11 +128,16 @@ def readings(
     device_id: str,
     registry: Annotated[Registry, Depends(get_registry)],
     store: Annotated[Store, Depends(get_store)],
-    metric: Annotated[str, Query(max_length=64, description="Canonical metric name, e.g. water_level")],
-    start: Annotated[datetime | None, Query(description="ISO 8601; default: end minus 24 h")] = None,
+    metric: Annotated[
+        str, Query(max_length=64, description="Canonical metric name, e.g. water_level")
+    ],
+    start: Annotated[
+        datetime | None, Query(description="ISO 8601; default: end minus 24 h")
+    ] = None,
     end: Annotated[datetime | None, Query(description="ISO 8601; default: now")] = None,
     every: Annotated[
-        str | None, Query(max_length=16, description="Bucket size (30s, 5m, 1h, 1d) for min/max/mean/count")
+        str | None,
+        Query(max_length=16, description="Bucket size (30s, 5m, 1h, 1d) for min/max/mean/count"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = 10_000,
 ) -> Readings | Buckets:
@@ -196,7 +204,11 @@ def rejects(
     """Dead letters matching every filter given, newest first."""
     items, total = dead.list(
         DeadLetterQuery(
-            device=device, vendor=vendor, reason=reason.value if reason else None, offset=offset, limit=limit
+            device=device,
+            vendor=vendor,
+            reason=reason.value if reason else None,
+            offset=offset,
+            limit=limit,
         )
     )
     return DeadLetterPage(items=items, total=total, offset=offset, limit=limit)

@@ -85,16 +85,14 @@ class ReadingBatch:
     @classmethod
     def empty(cls) -> Self:
         """A batch with no rows."""
-        return cls(*(np.empty(0, dtype=d) for d in DTYPES.values()))  # type: ignore[arg-type]
+        return cls(*(np.empty(0, dtype=d) for d in DTYPES.values()))
 
     @classmethod
     def concat(cls, batches: Sequence[ReadingBatch]) -> Self:
         """All rows of ``batches``, in order."""
         if not batches:
             return cls.empty()
-        return cls(
-            *(np.concatenate([getattr(b, name) for b in batches]) for name in DTYPES)  # type: ignore[arg-type]
-        )
+        return cls(*(np.concatenate([getattr(b, name) for b in batches]) for name in DTYPES))
 
     def select(self, rows: NDArray[np.bool_] | NDArray[np.intp]) -> Self:
         """The rows picked by a boolean mask or an index array."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -56,7 +57,7 @@ class MqttTransport:
         self.connected = threading.Event()
         self.connects = 0
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -145,4 +146,4 @@ class MqttTransport:
         logger.warning("disconnected from broker: %s (reconnecting)", reason_code)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._handler(msg.topic, msg.payload, msg.mid, msg.qos)
+        self._handler(msg.topic, bytes(msg.payload), msg.mid, msg.qos)

@@ -163,7 +163,9 @@ def private_broker(tmp_path: Path) -> Iterator[Broker]:
 def _require_mosquitto() -> None:
     # Not a skip: a test suite that quietly skips the broker proves nothing. `make test` installs it.
     if not Path(MOSQUITTO).exists():
-        pytest.fail(f"mosquitto is not installed at {MOSQUITTO}: run scripts/ensure-system-packages")
+        pytest.fail(
+            f"mosquitto is not installed at {MOSQUITTO}: run scripts/ensure-system-packages"
+        )
 
 
 @pytest.fixture

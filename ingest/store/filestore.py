@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
+from numpy.typing import NDArray
 
 from ingest.batch import DTYPES, ReadingBatch
 from ingest.errors import StoreError
@@ -178,7 +180,5 @@ class FileStore:
             self._con.close()
 
 
-def _batch_from(cols: dict[str, np.ndarray]) -> ReadingBatch:  # type: ignore[type-arg]
-    return ReadingBatch(
-        *(np.asarray(cols[name], dtype=dtype) for name, dtype in DTYPES.items())  # type: ignore[arg-type]
-    )
+def _batch_from(cols: dict[str, NDArray[Any]]) -> ReadingBatch:
+    return ReadingBatch(*(np.asarray(cols[name], dtype=dtype) for name, dtype in DTYPES.items()))
