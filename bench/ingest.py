@@ -61,14 +61,20 @@ def create_session(port: int, client_id: str) -> None:
 
 
 def single_payload(i: int) -> tuple[str, bytes]:
-    dev = f"d{i % DEVICES:06d}"
+    """One reading; half the devices speak SenML, half the gateway vendor's JSON (one record)."""
+    n = i % DEVICES
+    dev = f"d{n:06d}"
     ts = T0_S + i // DEVICES
-    body = [{"bn": f"{dev}:", "bt": ts, "n": "water_level", "u": "cm", "v": 100.0 + (i % 97)}]
+    value = 100.0 + (i % 97)
+    if n < DEVICES // 2:
+        body: object = [{"bn": f"{dev}:", "bt": ts, "n": "water_level", "u": "cm", "v": value}]
+    else:
+        body = {"data": [{"id": dev, "t": ts, "wl": value}]}
     return f"sensors/{VENDOR}/{dev}/up", json.dumps(body).encode()
 
 
 def batched_payload(i: int, per: int = 100) -> tuple[str, bytes]:
-    gw = f"d{i % DEVICES:06d}"
+    gw = f"d{DEVICES // 2 + i % (DEVICES // 2):06d}"  # a gateway-profile device
     base = (i * per) % DEVICES
     ts = T0_S + (i * per) // DEVICES
     data = [{"id": f"d{(base + k) % DEVICES:06d}", "t": ts, "wl": 100.0 + k} for k in range(per)]
@@ -193,10 +199,18 @@ def run_hub(port: int, expected_readings: int, registry_path: str, store_dir: st
     async def main() -> float:
         t = time.perf_counter()
         task = asyncio.create_task(pipeline.run())
-        while pipeline.stats.stored + pipeline.stats.duplicates < expected_readings:
+        progress, last_change = -1, t
+        while (done := pipeline.stats.stored + pipeline.stats.duplicates) < expected_readings:
             await asyncio.sleep(0.005)
-            if time.perf_counter() - t > 600:
-                raise SystemExit(f"hub stored {pipeline.stats.stored} of {expected_readings}")
+            now = time.perf_counter()
+            if done != progress:
+                progress, last_change = done, now
+            elif now - last_change > 15:
+                c = pipeline.consumer.counters
+                raise SystemExit(
+                    f"hub stalled: stored {done} of {expected_readings} readings; "
+                    f"{c.messages} messages, {c.dead_letters} dead letters"
+                )
         elapsed = time.perf_counter() - t
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -75,13 +75,18 @@ class IngestPipeline:
     async def run(self) -> None:
         """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
         self.transport.start()
+        flushing: asyncio.Task[int] | None = None
         try:
             while True:
                 await asyncio.sleep(self.flush_interval)
-                await self.flush()
+                # Shielded: a cancellation must not abandon a batch between store and acknowledgement.
+                flushing = asyncio.ensure_future(self.flush())
+                await asyncio.shield(flushing)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush())
+                if flushing is not None and not flushing.done():
+                    await flushing
+                await self.flush()
             self.transport.stop()
 
     async def flush(self) -> int:

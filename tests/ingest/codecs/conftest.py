@@ -99,10 +99,9 @@ class CodecRunner:
         return self.decode(self.raw(topic, payload, **kwargs))
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A registry on a SQLite file, with the shipped vendors and profiles and the test devices."""
-    reg = Registry(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}")
+def make_test_registry(path: Path) -> Registry:
+    """A registry on a SQLite file at ``path``: the shipped vendors and profiles plus the test devices."""
+    reg = Registry(f"sqlite:///{path}")
     extra = load_yaml(TESTDATA / "registry.yaml")
     assert isinstance(extra, dict)
     reg.put_vendors(shipped_vendors())
@@ -110,6 +109,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         shipped_profiles() + [DeviceProfile.model_validate(p) for p in extra["profiles"]]
     )
     reg.put_devices([Device.model_validate(d) for d in extra["devices"]])
+    return reg
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry on a SQLite file, with the shipped vendors and profiles and the test devices."""
+    reg = make_test_registry(tmp_path_factory.mktemp("registry") / "registry.db")
     yield reg
     reg.engine.dispose()
 
