@@ -85,10 +85,37 @@ class Buckets(BaseModel):
     count: list[int]
 
 
+class Reject(BaseModel):
+    """A rejected message, or the rejected part of one, as its vendor sees it."""
+
+    id: int | None
+    ts: datetime = Field(description="When the hub received the message (UTC)")
+    vendor: str
+    device: str
+    topic: str
+    reason: DecodeReason = Field(description="Stable reason code, for filtering")
+    detail: str = Field(description="What was wrong and where, in a sentence")
+    payload: str = Field(description="The start of the payload as received")
+
+    @classmethod
+    def of(cls, dl: DeadLetter) -> Reject:
+        """The API view of a stored dead letter."""
+        return cls(
+            id=dl.id,
+            ts=dl.ts,
+            vendor=dl.vendor,
+            device=dl.device,
+            topic=dl.topic,
+            reason=DecodeReason(dl.reason),
+            detail=dl.detail,
+            payload=dl.payload,
+        )
+
+
 class DeadLetterPage(BaseModel):
     """One page of dead letters, newest first."""
 
-    items: list[DeadLetter]
+    items: list[Reject]
     total: int
     offset: int
     limit: int
@@ -211,4 +238,6 @@ def rejects(
             limit=limit,
         )
     )
-    return DeadLetterPage(items=items, total=total, offset=offset, limit=limit)
+    return DeadLetterPage(
+        items=[Reject.of(dl) for dl in items], total=total, offset=offset, limit=limit
+    )
