@@ -22,10 +22,13 @@ CREATE TABLE IF NOT EXISTS readings (
     device INTEGER NOT NULL,
     metric SMALLINT NOT NULL,
     ts BIGINT NOT NULL,
-    value DOUBLE NOT NULL,
+    value DOUBLE,  -- NULL is a reading that was not a number (DuckDB turns numpy NaN into NULL)
     quality UTINYINT NOT NULL
 )
 """
+# Stores created before NaN readings were understood had value NOT NULL: a NaN then failed the write.
+_ALLOW_NAN = "ALTER TABLE readings ALTER COLUMN value DROP NOT NULL"
+
 
 # Idempotence without a primary key: DuckDB's ART key index cut appends from ~3.7M to ~0.5M rows/s
 # here and keeps every key in memory. Instead each write anti-joins the batch against the rows already
@@ -57,6 +60,7 @@ class FileStore:
             msg = f"cannot open the time-series store at {self.path}: {exc}"
             raise StoreError(msg) from exc
         self._con.execute(_SCHEMA).fetchall()
+        self._con.execute(_ALLOW_NAN).fetchall()
         self._write_lock = threading.Lock()
         self._local = threading.local()
 
@@ -106,7 +110,7 @@ class FileStore:
         cols = (
             self._reader()
             .execute(
-                "SELECT device, metric, ts, value, quality FROM readings "
+                "SELECT device, metric, ts, coalesce(value, 'NaN'::DOUBLE) AS value, quality FROM readings "
                 "WHERE device = ? AND metric = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 [device, metric, start_ms, end_ms, limit],
             )
@@ -124,8 +128,9 @@ class FileStore:
         cols = (
             self._reader()
             .execute(
-                "SELECT (ts // $every) * $every AS start, min(value) AS lo, max(value) AS hi, "
-                "avg(value) AS mean, count(*) AS n FROM readings "
+                "SELECT (ts // $every) * $every AS start, coalesce(min(value), 'NaN'::DOUBLE) AS lo, "
+                "coalesce(max(value), 'NaN'::DOUBLE) AS hi, coalesce(avg(value), 'NaN'::DOUBLE) AS mean, "
+                "count(value) AS n FROM readings "
                 "WHERE device = $device AND metric = $metric AND ts >= $start AND ts < $end "
                 "GROUP BY 1 ORDER BY 1",
                 {
@@ -151,8 +156,8 @@ class FileStore:
         cols = (
             self._reader()
             .execute(
-                "SELECT device, metric, max(ts) AS ts, arg_max(value, ts) AS value, "
-                "arg_max(quality, ts) AS quality FROM readings GROUP BY device, metric"
+                "SELECT device, metric, max(ts) AS ts, coalesce(arg_max_null(value, ts), 'NaN'::DOUBLE) AS value, "
+                "arg_max_null(quality, ts) AS quality FROM readings GROUP BY device, metric"
             )
             .fetchnumpy()
         )
