@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -181,8 +181,14 @@ class Components:
             self.broker.stop()
 
 
-def create_app(settings: HubSettings | None = None) -> FastAPI:
-    """The hub's ASGI app; components start with the app's lifespan."""
+def create_app(
+    settings: HubSettings | None = None, *, before_shutdown: Sequence[Callable[[], None]] = ()
+) -> FastAPI:
+    """The hub's ASGI app; components start with the app's lifespan.
+
+    ``before_shutdown`` runs first when the app stops, while the broker is still up (the demo stops
+    its simulator there, so it does not see the broker vanish under it).
+    """
     settings = settings or HubSettings()
 
     @asynccontextmanager
@@ -201,6 +207,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            for hook in before_shutdown:
+                await asyncio.to_thread(hook)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import webbrowser
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -38,15 +39,15 @@ def _logging(verbose: bool) -> None:
     )
 
 
-def _serve(settings: HubSettings) -> None:
+def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] = ()) -> None:
     from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, before_shutdown=before_shutdown),
         host=settings.http.host,
         port=settings.http.port,
         log_level="warning",
-        ws="websockets",
+        ws="websockets-sansio",
     )
 
 
@@ -104,6 +105,11 @@ def demo(
 
     sim = threading.Thread(target=simulate, name="simulator", daemon=True)
     sim.start()
+
+    def stop_simulator() -> None:
+        stop.set()
+        sim.join(timeout=5)
+
     url = f"http://{settings.http.host}:{settings.http.port}/"
 
     def announce() -> None:
@@ -120,7 +126,7 @@ def demo(
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     try:
-        _serve(settings)
+        _serve(settings, before_shutdown=[stop_simulator])
     except HubError as exc:
         console.print(f"[red]demo could not start:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -56,6 +56,7 @@ class MqttTransport:
         self._handler = on_message
         self.connected = threading.Event()
         self.connects = 0
+        self._stopping = False
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
@@ -85,6 +86,7 @@ class MqttTransport:
 
     def stop(self) -> None:
         """Disconnect cleanly (the session stays on the broker) and stop the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -143,7 +145,10 @@ class MqttTransport:
         _properties: Properties | None,
     ) -> None:
         self.connected.clear()
-        logger.warning("disconnected from broker: %s (reconnecting)", reason_code)
+        if self._stopping:
+            logger.info("disconnected from broker %s:%s", self.options.host, self.options.port)
+        else:
+            logger.warning("lost the broker: %s (reconnecting)", reason_code)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._handler(msg.topic, bytes(msg.payload), msg.mid, msg.qos)

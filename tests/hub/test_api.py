@@ -75,7 +75,13 @@ def test_device_detail_shows_latest_values_in_canonical_units(hub: ServedHub) ->
                     "sensors/hydrox/wl-00003/up",
                     json.dumps(
                         [
-                            {"bn": "wl-00003:", "bt": T0 / 1000, "n": "water_level", "u": "cm", "v": 250},
+                            {
+                                "bn": "wl-00003:",
+                                "bt": T0 / 1000,
+                                "n": "water_level",
+                                "u": "cm",
+                                "v": 250,
+                            },
                             {"n": "water_level", "u": "cm", "v": 262, "t": 60},
                         ]
                     ),

@@ -50,9 +50,7 @@ def stored_rows(
         d = registry.interner.devices[device].index
         m = registry.interner.metrics[metric]
         b = store.range(d, m, -FAR, FAR)
-        rows += [
-            (device, metric, int(t), float(v)) for t, v in zip(b.ts, b.value, strict=True)
-        ]
+        rows += [(device, metric, int(t), float(v)) for t, v in zip(b.ts, b.value, strict=True)]
     return rows
 
 
@@ -163,7 +161,7 @@ def test_every_bad_input_is_a_dead_letter_and_nothing_valid_is_lost(
         dl = by_reason[reason]
         assert dl.topic == topic
         assert dl.detail, "a vendor needs a sentence saying what was wrong"
-        assert dl.payload == payload[:len(dl.payload)].decode()
+        assert dl.payload == payload[: len(dl.payload)].decode()
         assert dl.device == topic.split("/")[2]
     assert by_reason["unknown_metric"].device == "wl-00002"
     assert "air_temperature" in by_reason["unknown_metric"].detail

@@ -125,9 +125,7 @@ def test_nan_values_round_trip(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
-        st.tuples(
-            st.integers(0, 5), st.integers(0, 3), st.integers(0, 50), st.floats(-1e6, 1e6)
-        ),
+        st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 50), st.floats(-1e6, 1e6)),
         max_size=60,
     ),
     st.integers(1, 4),
