@@ -26,7 +26,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy devices ingest alerts video hub
 
-pytest: $(STAMP) system
+pytest: $(STAMP)
+	./scripts/ensure-system-packages test
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from tests.hub.conftest import ServedHub
 from tests.publisher import Publisher
@@ -223,3 +228,37 @@ def test_first_page_is_served(hub: ServedHub) -> None:
     page = hub.http.get("/")
     assert page.status_code == 200
     assert "/api/v1/devices" in page.text
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_first_page_lists_devices_with_latest_values_in_a_browser(hub: ServedHub) -> None:
+    if not Path(CHROMIUM).exists():  # not a skip: `make test` installs it
+        pytest.fail("chromium is not installed: run scripts/ensure-system-packages test")
+    broker = hub.settings.mqtt
+    with Publisher(broker.host, broker.port) as pub:
+        pub.send([("sensors/acme/bin-00000/up", json.dumps({"ts": T0, "fill": 42.5, "bat": 91}))])
+    hub.wait_stored(2)
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            f"{hub.url}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    dom = out.stdout
+    row = dom[dom.index("bin-00000") :]
+    row = row[: row.index("</tr>")]
+    assert "42.5" in row
+    assert "fill_level" in row
+    assert "bin-00029" in dom  # the page lists the other devices too
+    assert "connected" in dom  # the header read /healthz
