@@ -8,6 +8,7 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from devices.access import ReadAny
 from devices.profiles import Device, DeviceProfile, DeviceStatus
 from devices.registry import DeviceQuery, Registry
 
@@ -93,6 +94,7 @@ def _view(device: Device, registry: Registry, live: LiveView) -> DeviceView:
 
 @router.get("/devices", response_model=DevicePage, summary="List devices with their latest values")
 def list_devices(
+    principal: ReadAny,
     registry: RegistryDep,
     live: LiveDep,
     type: Annotated[
@@ -106,7 +108,8 @@ def list_devices(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DevicePage:
-    """Devices matching every filter given, ordered by id."""
+    """Devices matching every filter given, ordered by id (a vendor sees only its own)."""
+    vendor = principal.vendor_scope(vendor)
     items, total = registry.devices(
         DeviceQuery(type=type, vendor=vendor, area=area, status=status, offset=offset, limit=limit)
     )
@@ -118,9 +121,12 @@ def list_devices(
 @router.get(
     "/devices/{device_id}", response_model=DeviceDetail, summary="One device with latest values"
 )
-def get_device(device_id: str, registry: RegistryDep, live: LiveDep) -> DeviceDetail:
+def get_device(
+    device_id: str, principal: ReadAny, registry: RegistryDep, live: LiveDep
+) -> DeviceDetail:
     """The device, its profile, its latest value per metric and its reject counts."""
     device = registry.device(device_id)
+    principal.check_vendor(device.vendor, kind="device", key=device_id)
     view = _view(device, registry, live)
     return DeviceDetail(
         **view.model_dump(),

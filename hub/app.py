@@ -17,9 +17,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devices import api as devices_api
+from devices import auth_api
+from devices.access import AuthError, ForbiddenError, ReadAny, Role
 from devices.errors import DeviceError, InvalidDefinitionError, NotFoundError
 from devices.loader import load_shipped
 from devices.registry import Registry
+from devices.users import UserStore
 from hub.embedded_broker import EmbeddedBroker
 from hub.live import HubLiveView
 from hub.settings import HubSettings
@@ -61,6 +64,16 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidDefinitionError)
     async def _invalid(request: Request, exc: InvalidDefinitionError) -> JSONResponse:
         return _problem(422, "Invalid definition", str(exc), request)
+
+    @app.exception_handler(AuthError)
+    async def _unauthenticated(request: Request, exc: AuthError) -> JSONResponse:
+        response = _problem(401, "Not logged in", str(exc), request)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+        return _problem(403, "Forbidden", str(exc), request)
 
     @app.exception_handler(BadQueryError)
     async def _bad_query(request: Request, exc: BadQueryError) -> JSONResponse:
@@ -107,6 +120,8 @@ class Components:
             load_shipped(self.registry)
         self.store = FileStore(settings.store_path)
         self.dead_letters = DeadLetterStore(settings.registry)
+        self.users = UserStore(settings.registry)
+        self._bootstrap_admin()
         self.state = LiveState(
             self.registry.interner.device_count, self.registry.interner.metric_count
         )
@@ -139,6 +154,18 @@ class Components:
             on_status=[self._status_to_state],
         )
         self.started = time.time()
+
+    def _bootstrap_admin(self) -> None:
+        """A fresh hub has one administrator, whose generated password waits in a 0600 file."""
+        if self.users.users():
+            return
+        password = self.users.create_user("admin", Role.ADMIN)
+        path = self.settings.data_dir / "initial-admin-password"
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+        logger.warning(
+            "created user 'admin'; its password is in %s: log in and change it", path.resolve()
+        )
 
     async def _to_state(self, batch: ReadingBatch) -> None:
         self.state.apply(batch)
@@ -199,6 +226,8 @@ def create_app(
         app.state.store = components.store
         app.state.dead_letters = components.dead_letters
         app.state.live = components.live
+        app.state.users = components.users
+        app.state.authenticator = components.users
         tasks = [
             asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
             asyncio.create_task(components.retention(), name="store.retention"),
@@ -221,11 +250,18 @@ def create_app(
         lifespan=lifespan,
     )
     _install_problem_handlers(app)
+    app.include_router(auth_api.router)
     app.include_router(devices_api.router)
     app.include_router(ingest_api.router)
 
-    @app.get("/healthz", tags=["health"], summary="Is the hub working")
+    @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:
+        c: Components = request.app.state.components
+        connected = c.pipeline.transport.connected.is_set()
+        return {"status": "ok" if connected else "degraded", "broker_connected": connected}
+
+    @app.get("/api/v1/status", tags=["health"], summary="What the ingest pipeline has done")
+    def status(request: Request, _: ReadAny) -> dict[str, Any]:
         c: Components = request.app.state.components
         p = c.pipeline
         counters = p.consumer.counters

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from devices.access import ReadAny
 from devices.errors import NotFoundError
 from devices.registry import Registry
 from ingest.codecs.base import DecodeReason
@@ -153,6 +154,7 @@ def _nan_to_none(values: list[float]) -> list[float | None]:
 )
 def readings(
     device_id: str,
+    principal: ReadAny,
     registry: Annotated[Registry, Depends(get_registry)],
     store: Annotated[Store, Depends(get_store)],
     metric: Annotated[
@@ -172,6 +174,7 @@ def readings(
     entry = registry.interner.devices.get(device_id)
     if entry is None:
         raise NotFoundError(kind="device", key=device_id)
+    principal.check_vendor(entry.vendor, kind="device", key=device_id)
     profile = registry.profile(entry.profile)
     spec = profile.metric(metric)
     if spec is None:
@@ -221,6 +224,7 @@ def readings(
 
 @router.get("/rejects", response_model=DeadLetterPage, summary="Rejected payloads, with reasons")
 def rejects(
+    principal: ReadAny,
     dead: Annotated[DeadLetterStore, Depends(get_dead_letters)],
     device: Annotated[str | None, Query(max_length=64)] = None,
     vendor: Annotated[str | None, Query(max_length=64)] = None,
@@ -228,7 +232,8 @@ def rejects(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeadLetterPage:
-    """Dead letters matching every filter given, newest first."""
+    """Dead letters matching every filter given, newest first (a vendor sees only its own)."""
+    vendor = principal.vendor_scope(vendor)
     items, total = dead.list(
         DeadLetterQuery(
             device=device,

@@ -67,10 +67,22 @@ class ServedHub:
             assert self.thread.is_alive(), "the hub failed to start"
             assert time.monotonic() < deadline, "the hub did not start in 30 s"
             time.sleep(0.02)
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.anonymous = httpx.Client(base_url=self.url, timeout=10)
+        # A fresh hub creates user "admin" and leaves its password in a 0600 file.
+        admin_password = (settings.data_dir / "initial-admin-password").read_text().strip()
+        self.http = self.client("admin", admin_password)
+
+    def client(self, user: str, password: str) -> httpx.Client:
+        """An HTTP client logged in as ``user``."""
+        r = self.anonymous.post("/api/v1/auth/login", json={"username": user, "password": password})
+        r.raise_for_status()
+        token = r.json()["access_token"]
+        return httpx.Client(
+            base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def health(self) -> dict[str, object]:
-        r = self.http.get("/healthz")
+        r = self.http.get("/api/v1/status")
         r.raise_for_status()
         body: dict[str, object] = r.json()
         return body
@@ -83,6 +95,7 @@ class ServedHub:
 
     def stop(self) -> None:
         self.http.close()
+        self.anonymous.close()
         self.server.should_exit = True
         self.thread.join(30)
 

@@ -40,7 +40,9 @@ def _publish_bins(hub: ServedHub, minutes: int = 60) -> int:
     return stored
 
 
-def test_healthz_reports_the_pipeline(hub: ServedHub) -> None:
+def test_healthz_needs_no_login_and_status_reports_the_pipeline(hub: ServedHub) -> None:
+    assert hub.anonymous.get("/healthz").json() == {"status": "ok", "broker_connected": True}
+    assert hub.anonymous.get("/api/v1/status").status_code == 401
     h = hub.health()
     assert h["status"] == "ok"
     assert h["broker_connected"] is True
@@ -240,6 +242,7 @@ def test_first_page_lists_devices_with_latest_values_in_a_browser(hub: ServedHub
     with Publisher(broker.host, broker.port) as pub:
         pub.send([("sensors/acme/bin-00000/up", json.dumps({"ts": T0, "fill": 42.5, "bat": 91}))])
     hub.wait_stored(2)
+    token = hub.http.post("/api/v1/auth/tokens", json={"name": "wall screen"}).json()
     out = subprocess.run(
         [
             CHROMIUM,
@@ -248,7 +251,7 @@ def test_first_page_lists_devices_with_latest_values_in_a_browser(hub: ServedHub
             "--disable-gpu",
             "--virtual-time-budget=5000",
             "--dump-dom",
-            f"{hub.url}/",
+            f"{hub.url}/#token={token['access_token']}",
         ],
         capture_output=True,
         text=True,
@@ -261,4 +264,25 @@ def test_first_page_lists_devices_with_latest_values_in_a_browser(hub: ServedHub
     assert "42.5" in row
     assert "fill_level" in row
     assert "bin-00029" in dom  # the page lists the other devices too
-    assert "connected" in dom  # the header read /healthz
+    assert "connected" in dom  # the header read /api/v1/status
+    assert "admin · admin" in dom  # and who is logged in
+
+
+def test_first_page_without_a_token_asks_to_log_in(hub: ServedHub) -> None:
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            f"{hub.url}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert 'id="login" style="display: flex;"' in out.stdout
+    assert "bin-00000" not in out.stdout

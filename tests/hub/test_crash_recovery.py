@@ -19,9 +19,11 @@ from typing import Any
 
 import duckdb
 
+from devices.access import Role
 from devices.loader import load_shipped
 from devices.profiles import Device
 from devices.registry import Registry
+from devices.users import UserStore
 from tests.conftest import Broker, free_port
 from tests.publisher import Publisher
 
@@ -37,6 +39,7 @@ class HubProcess:
         self._env = env
         self._log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
 
     def start(self) -> None:
         with self._log.open("ab") as log:
@@ -53,8 +56,12 @@ class HubProcess:
         raise AssertionError(f"hub did not become healthy:\n{self._log.read_text()[-3000:]}")
 
     def health(self) -> dict[str, Any] | None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/v1/status",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 return json.loads(r.read())  # type: ignore[no-any-return]
         except OSError:
             return None
@@ -83,6 +90,8 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         [Device(id=f"bin-{i:05d}", vendor="acme", profile="acme-bin") for i in range(DEVICES)]
     )
     registry.engine.dispose()
+    users = UserStore(f"sqlite:///{data / 'hub.db'}")
+    users.create_user("ops", Role.OFFICER, password="correct horse battery")
     env = {
         **os.environ,
         "HUB_DATA_DIR": str(data),
@@ -91,6 +100,7 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         "HUB_HTTP__PORT": str(free_port()),
     }
     hub = HubProcess(env, tmp_path / "hub.log")
+    hub.token = users.create_token("ops", "crash test").token
     hub.start()  # the persistent session exists from here: the broker queues for it
 
     published = threading.Event()
