@@ -9,7 +9,7 @@ import time
 import webbrowser
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -22,9 +22,13 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from hub.errors import HubError
 from hub.settings import HubSettings
+
+if TYPE_CHECKING:
+    from devices.profiles import Device
 
 app = typer.Typer(help="City sensing and emergency-monitoring hub.", no_args_is_help=True)
 devices_app = typer.Typer(help="Manage the device registry.", no_args_is_help=True)
@@ -64,6 +68,26 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> No
         raise typer.Exit(1) from exc
 
 
+def _prepare_demo(
+    settings: HubSettings, devices: int
+) -> tuple[list[Device], list[tuple[str, str, str]]]:
+    """Register the demo city and one account per role; returns the devices and the accounts."""
+    from devices.loader import load_shipped  # noqa: PLC0415
+    from devices.registry import Registry  # noqa: PLC0415
+    from devices.users import UserStore  # noqa: PLC0415
+    from hub.democity import demo_devices  # noqa: PLC0415
+    from hub.demousers import ensure_demo_users  # noqa: PLC0415
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    city = demo_devices(devices)
+    registry = Registry(settings.registry)
+    load_shipped(registry)
+    registry.put_devices(city)
+    registry.engine.dispose()
+    console.print(f"demo city: {len(city)} devices registered in {settings.registry}")
+    return city, ensure_demo_users(UserStore(settings.registry), settings.data_dir)
+
+
 @app.command()
 def demo(
     devices: Annotated[int, typer.Option(help="Simulated sensors")] = 5000,
@@ -78,21 +102,12 @@ def demo(
 ) -> None:
     """Run the hub on its embedded defaults with simulated sensors of a demo city."""
     _logging(verbose)
-    from devices.loader import load_shipped  # noqa: PLC0415
-    from devices.registry import Registry  # noqa: PLC0415
-    from hub.democity import demo_devices  # noqa: PLC0415
     from hub.simulator import run_simulation  # noqa: PLC0415
 
     started = time.monotonic()
     os.environ.setdefault("HUB_DATA_DIR", str(data_dir))
     settings = HubSettings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    city = demo_devices(devices)
-    registry = Registry(settings.registry)
-    load_shipped(registry)
-    registry.put_devices(city)
-    registry.engine.dispose()
-    console.print(f"demo city: {len(city)} devices registered in {settings.registry}")
+    city, accounts = _prepare_demo(settings, devices)
 
     stop = threading.Event()
 
@@ -121,6 +136,12 @@ def demo(
             f"[bold green]ready[/bold green] in {time.monotonic() - started:.1f} s: {url}  "
             f"(API docs {url}docs; broker mqtt://{settings.mqtt.host}:{settings.mqtt.port}; Ctrl-C stops)"
         )
+        table = Table(title="log in as 登录账号 (one per role)", show_edge=False)
+        for column in ("user", "role", "password"):
+            table.add_column(column)
+        for row in accounts:
+            table.add_row(*row)
+        console.print(table)
         if open_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             webbrowser.open(url)
 
