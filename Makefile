@@ -34,6 +34,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP) system
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/onboarding.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

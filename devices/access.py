@@ -117,6 +117,9 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 ReadAny = Annotated[Principal, Depends(require(*EVERYONE))]
 """Anyone logged in; vendor-owned results must still be scoped with `Principal.check_vendor`."""
 
+StaffOnly = Annotated[Principal, Depends(require(*STAFF))]
+"""The city's own people: not vendors (e.g. hub-wide counters)."""
+
 AdminOnly = Annotated[Principal, Depends(require(Role.ADMIN))]
 DeviceWriter = Annotated[Principal, Depends(require(Role.ADMIN, Role.VENDOR))]
 """Who registers and changes devices and profiles: administrators, and vendors for their own."""

@@ -16,3 +16,7 @@ class NotFoundError(DeviceError):
 
 class InvalidDefinitionError(DeviceError):
     """A profile or device definition that does not validate; the message names the field."""
+
+
+class ConflictError(DeviceError):
+    """The object exists already (HTTP 409): e.g. registering a device id twice."""

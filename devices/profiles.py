@@ -121,6 +121,7 @@ class DeviceStatus(enum.StrEnum):
 
     ACTIVE = "active"
     DECOMMISSIONED = "decommissioned"
+    REPLACED = "replaced"  # new hardware took over this monitoring point and its series
 
 
 class Device(_Model):
@@ -135,6 +136,11 @@ class Device(_Model):
     area: str = Field("", title="Area path", description="city/district/street/grid")
     tags: dict[str, str] = Field(default_factory=dict, title="Free tags")
     status: DeviceStatus = Field(DeviceStatus.ACTIVE, title="Working status")
+    replaced_by: str | None = Field(
+        None,
+        title="The device that took over this monitoring point",
+        description="Set by the registry when this hardware is replaced; its series continues there",
+    )
 
     @field_validator("id")
     @classmethod

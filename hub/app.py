@@ -17,17 +17,21 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devices import api as devices_api
-from devices import auth_api
-from devices.access import AuthError, ForbiddenError, ReadAny, Role
-from devices.errors import DeviceError, InvalidDefinitionError, NotFoundError
+from devices import auth_api, manage_api
+from devices.access import AuthError, ForbiddenError, Role, StaffOnly
+from devices.credentials import CredentialStore
+from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, NotFoundError
 from devices.loader import load_shipped
 from devices.registry import Registry
 from devices.users import UserStore
+from hub import health_api
+from hub.broker_auth import BrokerAuthSync, managed_broker_auth
 from hub.embedded_broker import EmbeddedBroker
 from hub.live import HubLiveView
 from hub.settings import HubSettings
 from hub.state import LiveState
 from ingest import api as ingest_api
+from ingest import codecs
 from ingest.api import BadQueryError
 from ingest.batch import ReadingBatch
 from ingest.consumer import Consumer, StatusChange
@@ -75,6 +79,10 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
         return _problem(403, "Forbidden", str(exc), request)
 
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return _problem(409, "Conflict", str(exc), request)
+
     @app.exception_handler(BadQueryError)
     async def _bad_query(request: Request, exc: BadQueryError) -> JSONResponse:
         return _problem(400, "Bad query", str(exc), request)
@@ -99,6 +107,14 @@ def _install_problem_handlers(app: FastAPI) -> None:
         return _problem(500, "Internal error", "the hub could not complete the request", request)
 
 
+def _check_codec(codec: dict[str, Any]) -> None:
+    """Validate a profile's codec block with the ingest package's codec registry."""
+    try:
+        codecs.build(codec)
+    except codecs.CodecConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 class Components:
     """Everything the running hub holds, built in the lifespan and closed after it."""
 
@@ -106,18 +122,27 @@ class Components:
         """Open the registry, stores and live state (and start the embedded broker if configured)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
-        self.broker: EmbeddedBroker | None = None
-        if settings.mqtt.embedded:
-            self.broker = EmbeddedBroker(
-                settings.data_dir / "broker",
-                settings.mqtt.host,
-                settings.mqtt.port,
-                settings.mqtt.mosquitto_bin,
-            )
-            self.broker.start()
+        mq = settings.mqtt
+        # The registry opens before the broker: with auth, the broker's accounts come from it.
         self.registry = Registry(settings.registry)
         if not self.registry.profiles():
             load_shipped(self.registry)
+        self.broker: EmbeddedBroker | None = None
+        if mq.embedded:
+            self.broker = EmbeddedBroker(
+                settings.data_dir / "broker", mq.host, mq.port, mq.mosquitto_bin, auth=mq.auth
+            )
+        # Issued by the device routes; written into the broker's files when the hub manages them.
+        self.credentials = CredentialStore(settings.registry)
+        self.broker_auth: BrokerAuthSync | None = None
+        login = (mq.username, mq.password.get_secret_value() if mq.password else None)
+        managed = managed_broker_auth(settings, self.registry, self.credentials, self.broker)
+        if managed is not None:
+            self.broker_auth, accounts = managed
+            self.broker_auth.sync(reload=False)  # before the broker starts: it reads the files then
+            login = (accounts.hub.username, accounts.hub.password)
+        if self.broker is not None:
+            self.broker.start()
         self.store = FileStore(settings.store_path)
         self.dead_letters = DeadLetterStore(settings.registry)
         self.users = UserStore(settings.registry)
@@ -135,7 +160,6 @@ class Components:
             skew_flag_ms=int(ing.skew_flag_s * 1000),
             max_future_ms=int(ing.max_future_s * 1000),
         )
-        mq = settings.mqtt
         self.pipeline = IngestPipeline(
             self.registry,
             self.store,
@@ -144,8 +168,8 @@ class Components:
                 host=mq.host,
                 port=mq.port,
                 client_id=mq.client_id,
-                username=mq.username,
-                password=mq.password.get_secret_value() if mq.password else None,
+                username=login[0],
+                password=login[1],
                 receive_maximum=mq.receive_maximum,
             ),
             consumer=consumer,
@@ -201,9 +225,21 @@ class Components:
             except Exception:
                 logger.exception("registry refresh failed")
 
+    async def keep_broker_auth(self) -> None:
+        """Regenerate the broker's accounts within a second of a credential or registry change."""
+        if self.broker_auth is None:
+            return
+        while True:
+            await asyncio.sleep(1)
+            try:
+                await asyncio.to_thread(self.broker_auth.sync_if_changed)
+            except Exception:
+                logger.exception("updating the broker's accounts failed")
+
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
         self.store.close()
+        self.credentials.dispose()
         if self.broker is not None:
             self.broker.stop()
 
@@ -228,10 +264,14 @@ def create_app(
         app.state.live = components.live
         app.state.users = components.users
         app.state.authenticator = components.users
+        app.state.credentials = components.credentials
+        app.state.codec_check = _check_codec
+        app.state.consumer = components.pipeline.consumer  # the decode preview's sandbox
         tasks = [
             asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
             asyncio.create_task(components.retention(), name="store.retention"),
             asyncio.create_task(components.watch_registry(), name="registry.watch"),
+            asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
         ]
         try:
             yield
@@ -252,7 +292,9 @@ def create_app(
     _install_problem_handlers(app)
     app.include_router(auth_api.router)
     app.include_router(devices_api.router)
+    app.include_router(manage_api.router)
     app.include_router(ingest_api.router)
+    app.include_router(health_api.router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:
@@ -261,7 +303,7 @@ def create_app(
         return {"status": "ok" if connected else "degraded", "broker_connected": connected}
 
     @app.get("/api/v1/status", tags=["health"], summary="What the ingest pipeline has done")
-    def status(request: Request, _: ReadAny) -> dict[str, Any]:
+    def status(request: Request, _: StaffOnly) -> dict[str, Any]:
         c: Components = request.app.state.components
         p = c.pipeline
         counters = p.consumer.counters

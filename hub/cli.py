@@ -102,12 +102,16 @@ def demo(
 ) -> None:
     """Run the hub on its embedded defaults with simulated sensors of a demo city."""
     _logging(verbose)
+    from hub.broker_auth import simulator_login  # noqa: PLC0415
     from hub.simulator import run_simulation  # noqa: PLC0415
 
     started = time.monotonic()
     os.environ.setdefault("HUB_DATA_DIR", str(data_dir))
     settings = HubSettings()
     city, accounts = _prepare_demo(settings, devices)
+    # The simulator speaks for every demo device through its own broker account (the embedded
+    # broker has auth on by default); the hub's lifespan writes that account into the broker's files.
+    sim_user, sim_password = simulator_login(settings)
 
     stop = threading.Event()
 
@@ -116,7 +120,17 @@ def demo(
 
         while not port_open(settings.mqtt.host, settings.mqtt.port) and not stop.is_set():
             time.sleep(0.2)
-        run_simulation(settings.mqtt.host, settings.mqtt.port, city, rate, None, qos=1, stop=stop)
+        run_simulation(
+            settings.mqtt.host,
+            settings.mqtt.port,
+            city,
+            rate,
+            None,
+            qos=1,
+            username=sim_user,
+            password=sim_password,
+            stop=stop,
+        )
 
     sim = threading.Thread(target=simulate, name="simulator", daemon=True)
     sim.start()
@@ -174,6 +188,7 @@ def simulate(
     ] = True,
 ) -> None:
     """Publish realistic water, traffic and urban readings from a simulated demo city."""
+    from hub.broker_auth import simulator_login  # noqa: PLC0415
     from hub.democity import demo_devices  # noqa: PLC0415
     from hub.simulator import run_simulation  # noqa: PLC0415
 
@@ -193,7 +208,10 @@ def simulate(
         f"publishing {len(city)} devices at {rate:g} msg/s to mqtt://{h}:{p} (Ctrl-C stops)"
     )
     try:
-        stats = run_simulation(h, p, city, rate, duration, qos=qos)
+        user, password = simulator_login(settings)  # the simulator account, if the broker has auth
+        stats = run_simulation(
+            h, p, city, rate, duration, qos=qos, username=user, password=password
+        )
     except KeyboardInterrupt:
         return
     console.print(f"published {stats.messages} messages, {stats.readings} readings")

@@ -24,7 +24,12 @@ class MqttSettings(_Section):
     host: str = Field("127.0.0.1", title="Broker host")
     port: int = Field(1883, title="Broker port", ge=1, le=65535)
     client_id: str = Field("hub-ingest", title="Client id of the hub's persistent session")
-    username: str | None = Field(None, title="Username for the hub's own connection")
+    username: str | None = Field(
+        None,
+        title="Username for the hub's own connection",
+        description="When the hub writes the broker's accounts and this is unset, the hub's account "
+        "is named like client_id, with a password generated into data_dir/mqtt-accounts.json",
+    )
     password: SecretStr | None = Field(None, title="Password for the hub's own connection")
     receive_maximum: int = Field(
         10_000,
@@ -39,6 +44,28 @@ class MqttSettings(_Section):
         description="The hub runs Mosquitto as its child process on host:port with a config it writes",
     )
     mosquitto_bin: str = Field("mosquitto", title="Mosquitto executable for the embedded broker")
+    auth: bool = Field(
+        True,
+        title="Per-device credentials on the embedded broker",
+        description="Refuse anonymous clients; each device may write only its own topics "
+        "(hub.broker_auth). False: anonymous access to everything, as before",
+    )
+    auth_dir: Path | None = Field(
+        None,
+        title="Where to write password and ACL files for an external Mosquitto",
+        description="With embedded=false: the hub keeps 'passwd' and 'acl' here in step with the "
+        "registry (a volume shared with the broker, which reloads them; see hub/broker_auth.py)",
+    )
+    simulator_username: str = Field(
+        "bench-simulator",
+        title="Broker account of the demo simulator and load benchmarks",
+        description="May write every sensors/# topic; never give it to a device",
+    )
+    simulator_password: SecretStr | None = Field(
+        None,
+        title="Password of the simulator account",
+        description="Default: generated once and kept in data_dir/mqtt-accounts.json (mode 0600)",
+    )
 
     @model_validator(mode="after")
     def _user_needs_password(self) -> MqttSettings:
@@ -46,6 +73,11 @@ class MqttSettings(_Section):
             msg = "mqtt.password must be set when mqtt.username is set"
             raise ValueError(msg)
         return self
+
+    @property
+    def writes_broker_accounts(self) -> bool:
+        """Whether the hub writes the broker's password and ACL files (embedded with auth, or auth_dir)."""
+        return (self.embedded and self.auth) or (not self.embedded and self.auth_dir is not None)
 
 
 class StoreSettings(_Section):

@@ -104,6 +104,29 @@ class LiveState:
                 int(self.last_seen[device]),
             )
 
+    def devices(self, index: NDArray[np.intp]) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
+        """Copies of ``last_seen`` and ``online`` at device ``index`` (beyond the arrays: never, unknown)."""
+        with self._lock:
+            inside = index < self.shape[0]
+            last_seen = np.full(len(index), _NEVER, dtype=np.int64)
+            online = np.full(len(index), -1, dtype=np.int8)
+            last_seen[inside] = self.last_seen[index[inside]]
+            online[inside] = self.online[index[inside]]
+        return last_seen, online
+
+    def series(
+        self, device: NDArray[np.intp], metric: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """Copies of the latest value and time of series ``(device[i], metric[i])`` (NaN, never if none)."""
+        with self._lock:
+            d, m = self.shape
+            inside = (device < d) & (metric < m)
+            value = np.full(len(device), np.nan)
+            ts = np.full(len(device), _NEVER, dtype=np.int64)
+            value[inside] = self.value[device[inside], metric[inside]]
+            ts[inside] = self.ts[device[inside], metric[inside]]
+        return value, ts
+
     @staticmethod
     def never() -> int:
         """The time stored for a series that has no reading yet."""

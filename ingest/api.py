@@ -1,21 +1,26 @@
-"""HTTP routes of ingest: a device's stored readings (raw or downsampled) and the dead letters."""
+"""HTTP routes of ingest: stored readings (raw or downsampled), dead letters, and the decode preview."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from devices.access import ReadAny
+from devices.access import ReadAny, Role
 from devices.errors import NotFoundError
 from devices.registry import Registry
+from ingest import topics
 from ingest.codecs.base import DecodeReason
+from ingest.consumer import Consumer
 from ingest.deadletter import DeadLetter, DeadLetterQuery, DeadLetterStore
 from ingest.errors import IngestError
+from ingest.preview import PLACEHOLDER_DEVICE, DecodePreview, preview
 from ingest.store import Store
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -122,6 +127,77 @@ class DeadLetterPage(BaseModel):
     limit: int
 
 
+class PreviewReading(BaseModel):
+    """One reading the payload would give, exactly as it would be stored."""
+
+    device: str
+    metric: str = Field(description="Canonical metric name")
+    ts: datetime = Field(
+        description="Reading time (UTC); the receive time when the payload has none"
+    )
+    value: float | None = Field(description="In the canonical unit; null when not a number")
+    unit: str = Field(description="The canonical unit the value was converted to")
+    quality: int = Field(
+        description="Quality flags: 0 ok, 1 out of range, 2 clock skew, 4 estimated time, 8 NaN"
+    )
+    flags: list[str] = Field(description="Names of the flags set, e.g. out_of_range")
+
+
+class PreviewRejection(BaseModel):
+    """A part of the payload (or the whole of it) that would be rejected, as its dead letter reads."""
+
+    device: str = Field(description="The device the dead letter would be filed under")
+    reason: DecodeReason
+    detail: str = Field(description="The sentence the dead letter would carry")
+
+
+class DecodePreviewResult(BaseModel):
+    """What the hub would make of one message; nothing was stored."""
+
+    profile: str
+    topic: str = Field(description="The topic the message was decoded as arriving on")
+    vendor: str
+    device: str = Field(description="The topic's device (decoded with this profile)")
+    received: datetime = Field(description="The receive time the payload was decoded against")
+    readings: list[PreviewReading]
+    rejections: list[PreviewRejection]
+    duplicates: int = Field(
+        description="Readings repeating a (device, metric, ts): the store would keep the last"
+    )
+    status: bool | None = Field(
+        None, description="On a status topic: whether the message says online (true) or offline"
+    )
+
+    @classmethod
+    def of(cls, p: DecodePreview) -> DecodePreviewResult:
+        """The API view of a preview."""
+        return cls(
+            profile=p.profile,
+            topic=p.topic,
+            vendor=p.vendor,
+            device=p.device,
+            received=p.received,
+            readings=[
+                PreviewReading(
+                    device=r.device,
+                    metric=r.metric,
+                    ts=r.ts,
+                    value=r.value,
+                    unit=r.unit,
+                    quality=r.quality,
+                    flags=r.flags,
+                )
+                for r in p.readings
+            ],
+            rejections=[
+                PreviewRejection(device=r.device, reason=DecodeReason(r.reason), detail=r.detail)
+                for r in p.rejections
+            ],
+            duplicates=p.duplicates,
+            status=p.status,
+        )
+
+
 def get_registry(request: Request) -> Registry:
     """The registry the app was started with."""
     registry: Registry = request.app.state.registry
@@ -138,6 +214,12 @@ def get_dead_letters(request: Request) -> DeadLetterStore:
     """The dead-letter store the app was started with."""
     dead: DeadLetterStore = request.app.state.dead_letters
     return dead
+
+
+def get_consumer(request: Request) -> Consumer:
+    """The live consumer: the decode preview runs a sandbox of it (same zone, same limits)."""
+    consumer: Consumer = request.app.state.consumer
+    return consumer
 
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
@@ -246,3 +328,91 @@ def rejects(
     return DeadLetterPage(
         items=[Reject.of(dl) for dl in items], total=total, offset=offset, limit=limit
     )
+
+
+@router.post(
+    "/profiles/{profile_id}/decode",
+    response_model=DecodePreviewResult,
+    tags=["onboarding"],
+    summary="Try a payload: the readings or rejections live ingestion would make of it",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The payload exactly as the device would publish it (any content type)",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def decode_preview(
+    profile_id: str,
+    request: Request,
+    principal: ReadAny,
+    registry: Annotated[Registry, Depends(get_registry)],
+    consumer: Annotated[Consumer, Depends(get_consumer)],
+    device: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description=f"The device id the topic would carry; default {PLACEHOLDER_DEVICE!r}",
+        ),
+    ] = None,
+    topic: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            description="The whole topic, sensors/{vendor}/{device}/up; default: built from "
+            "the profile's vendor (yours, for a vendor) and device",
+        ),
+    ] = None,
+) -> DecodePreviewResult:
+    """Decode the body as a message from a device of this profile, and store nothing.
+
+    The very code live ingestion runs decodes it (codec, unit conversion, time checks, range flags,
+    the hub's site zone and size limit); no reading, dead letter or live value is kept. The topic's
+    device need not be registered; other devices a payload names (a gateway batch) are checked
+    against the registry as live ingestion checks them.
+
+    Anyone logged in may preview (it changes nothing, and duty officers help vendors debug); a vendor
+    only with its own or shared profiles and on its own topics (anything else answers 404).
+    """
+    profile = registry.profile(profile_id)
+    if profile.vendor is not None:
+        principal.check_vendor(profile.vendor, kind="profile", key=profile_id)
+    if topic is not None:
+        parts = topics.parse(topic)
+        if parts is not None:
+            principal.vendor_scope(parts.vendor)  # a vendor speaks on its own topics only
+            if device is not None and device != parts.device_id:
+                msg = f"device={device!r} differs from the device of topic={topic!r}"
+                raise BadQueryError(msg)
+        # A topic that is no device topic is decoded anyway: the preview shows its bad_topic.
+    else:
+        vendor = principal.vendor if principal.role is Role.VENDOR else profile.vendor
+        if vendor is None:
+            msg = (
+                f"profile {profile_id} is shared by every vendor: name yours with "
+                "topic=sensors/{vendor}/{device}/up"
+            )
+            raise BadQueryError(msg)
+        topic = topics.up(vendor, device or PLACEHOLDER_DEVICE)
+    # Read the body without ever holding more than the size limit (and one byte more): a huge body is
+    # counted as it streams by and rejected as live ingestion rejects it, by its size.
+    limit = consumer.max_payload
+    kept = bytearray()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if len(kept) <= limit:
+            kept += chunk[: limit + 1 - len(kept)]
+    received_ms = int(time.time() * 1000)
+    result = await asyncio.to_thread(
+        preview,
+        registry,
+        consumer,
+        profile,
+        bytes(kept),
+        topic=topic,
+        received_ms=received_ms,
+        size=size,
+    )
+    return DecodePreviewResult.of(result)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devices.intern import DeviceEntry, Interner
 from devices.profiles import DeviceProfile
@@ -15,6 +17,10 @@ from ingest.codecs.base import DecodeError, DecodeReason, RawMessage
 from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
+
+_NOT_A_NUMBER = np.uint8(Quality.NOT_A_NUMBER)
+_CLOCK_SKEW = np.uint8(Quality.CLOCK_SKEW)
+_ESTIMATED = np.uint8(Quality.ESTIMATED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +31,41 @@ class Rejection:
     error: DecodeError
 
 
+class _Chunk(NamedTuple):
+    """Readings added as whole columns by `ColumnBuilder.add_columns`, and where they go in row order."""
+
+    at: int  # how many rows of the per-reading lists come before this chunk
+    columns: tuple[
+        NDArray[np.int32],
+        NDArray[np.int16],
+        NDArray[np.int64],
+        NDArray[np.float64],
+        NDArray[np.uint8],
+    ]
+
+
+class _FieldTable(NamedTuple):
+    """What `add` would look up per reading, for each of a codec's fields (F), or per record (N, F)."""
+
+    metric: NDArray[np.int16]
+    scale: NDArray[np.float64]
+    offset: NDArray[np.float64]
+    convert: NDArray[np.bool_]  # False: the unit is the canonical one and the value is taken as is
+    any_convert: bool
+    all_convert: bool
+
+
+Fields = tuple[tuple[str, str | None], ...]
+"""``(metric, unit as sent)`` of each field given to `ColumnBuilder.add_columns`."""
+
+
 class ColumnBuilder:
     """Accumulates readings of many messages as plain column lists, then hands them over as one batch.
 
     A message is decoded between `begin` and `commit`; `rollback` drops everything it added, so a message
     rejected as a whole leaves nothing behind. Per-reading work is a few dict lookups and list appends:
-    no per-reading objects are kept.
+    no per-reading objects are kept. Batches of records may instead arrive as whole columns
+    (`add_columns`), checked and converted with numpy and kept as array chunks until `take`.
     """
 
     def __init__(
@@ -61,14 +96,20 @@ class ColumnBuilder:
         self.value: list[float] = []
         self.quality: list[int] = []
         self.rejections: list[Rejection] = []
+        # Column chunks from add_columns, interleaved with the lists' rows by _Chunk.at at take().
+        self._chunks: list[_Chunk] = []
+        self._chunk_rows = 0
+        self._tables: dict[tuple[str, Fields], _FieldTable | None] = {}
         self._raw: RawMessage | None = None
         self._mark = 0
         self._rejects_mark = 0
+        self._chunks_mark = 0
+        self._chunk_rows_mark = 0
         self._last_id = ""
         self._last_entry: DeviceEntry | None = None
 
     def __len__(self) -> int:
-        return len(self.device)
+        return len(self.device) + self._chunk_rows
 
     # -- per message ----------------------------------------------------------------------------
 
@@ -77,17 +118,21 @@ class ColumnBuilder:
         self._raw = raw
         self._mark = len(self.device)
         self._rejects_mark = len(self.rejections)
+        self._chunks_mark = len(self._chunks)
+        self._chunk_rows_mark = self._chunk_rows
 
     def commit(self) -> int:
         """Keep what the current message added; returns how many readings that was."""
         self._raw = None
-        return len(self.device) - self._mark
+        return len(self.device) - self._mark + self._chunk_rows - self._chunk_rows_mark
 
     def rollback(self, error: DecodeError) -> None:
         """Drop what the current message added and record the message as rejected."""
         assert self._raw is not None  # noqa: S101 - begin() is always called first
         m = self._mark
         del self.device[m:], self.metric[m:], self.ts[m:], self.value[m:], self.quality[m:]
+        del self._chunks[self._chunks_mark :]
+        self._chunk_rows = self._chunk_rows_mark
         del self.rejections[self._rejects_mark :]
         self.rejections.append(Rejection(self._raw, error))
         self._raw = None
@@ -143,25 +188,120 @@ class ColumnBuilder:
         assert self._raw is not None  # noqa: S101 - begin() is always called first
         self.rejections.append(Rejection(self._raw, error))
 
+    def add_columns(
+        self,
+        device: Sequence[str],
+        ts: NDArray[np.int64] | None,
+        fields: Fields,
+        value: NDArray[np.float64],
+        present: NDArray[np.bool_] | None = None,
+    ) -> bool:
+        """Add the readings of many records of the current message at once, or nothing at all.
+
+        See `ingest.codecs.base.Sink.add_columns`. Each check `add` makes per reading is made here on
+        whole columns; a reading `add` would refuse (unknown device, metric or unit, another vendor's or
+        a decommissioned device, a time too far ahead) makes the call add nothing and return False, so
+        that the codec adds the records one by one and every refusal keeps its exact dead letter.
+        """
+        raw = self._raw
+        assert raw is not None  # noqa: S101 - begin() is always called first
+        n = len(device)
+        if n == 0:
+            return True
+        received = raw.received_ms
+        latest = None if ts is None else int(ts.max())
+        if latest is not None and latest > received + self._max_future_ms:
+            return False  # FUTURE_TIMESTAMP: a rejection of that reading alone, which add makes
+        try:
+            entries = list(map(self._interner.devices.__getitem__, device))
+        except (KeyError, TypeError):  # an unknown id, or one that is a JSON array or object
+            return False
+        vendor, profile = raw.vendor, entries[0].profile
+        # The common case in one pass: every device of this vendor, active, and of one profile.
+        index = [
+            e.index for e in entries if e.vendor == vendor and e.active and e.profile == profile
+        ]
+        table = (
+            self._table(profile, fields) if len(index) == n else self._tables_of(entries, fields)
+        )
+        if table is None:
+            return False
+        if len(index) != n:
+            index = [e.index for e in entries]
+        if table.any_convert:
+            # Overflow to infinity is what Python's float arithmetic in add gives too (flagged below).
+            with np.errstate(over="ignore", invalid="ignore"):
+                converted = value * table.scale + table.offset
+            # A canonical unit is taken as is: even x * 1.0 + 0.0 would turn -0.0 into 0.0.
+            value = converted if table.all_convert else np.where(table.convert, converted, value)
+        bad = np.isfinite(value)
+        np.logical_not(bad, out=bad)
+        quality = bad.view(np.uint8) * _NOT_A_NUMBER
+        if ts is None:
+            ts = np.full(n, received, dtype=np.int64)
+            quality |= _ESTIMATED
+        elif latest is not None and latest > received + self._skew_flag_ms:
+            skew = ts > received + self._skew_flag_ms
+            quality |= (skew.view(np.uint8) * _CLOCK_SKEW)[:, None]
+        per = value.shape[1]
+        dev = np.fromiter(index, dtype=np.int32, count=n)
+        if per > 1:
+            dev, ts = np.repeat(dev, per), np.repeat(ts, per)
+        met: NDArray[np.int16] = np.empty(value.shape, dtype=np.int16)
+        met[...] = table.metric
+        # Record by record, fields in order: the rows add would have appended one by one.
+        met, value, quality = met.ravel(), value.ravel(), quality.ravel()
+        if present is not None:
+            keep = present.ravel()
+            dev, met, ts, value, quality = (
+                dev[keep],
+                met[keep],
+                ts[keep],
+                value[keep],
+                quality[keep],
+            )
+        self._chunks.append(_Chunk(len(self.device), (dev, met, ts, value, quality)))
+        self._chunk_rows += len(dev)
+        return True
+
     # -- handing over ---------------------------------------------------------------------------
 
     def take(self) -> tuple[ReadingBatch, list[Rejection]]:
         """Everything committed so far as one batch plus the rejections; the builder starts empty."""
-        batch = ReadingBatch(
-            device=np.array(self.device, dtype=np.int32),
-            metric=np.array(self.metric, dtype=np.int16),
-            ts=np.array(self.ts, dtype=np.int64),
-            value=np.array(self.value, dtype=np.float64),
-            quality=np.array(self.quality, dtype=np.uint8),
+        lists = (
+            np.array(self.device, dtype=np.int32),
+            np.array(self.metric, dtype=np.int16),
+            np.array(self.ts, dtype=np.int64),
+            np.array(self.value, dtype=np.float64),
+            np.array(self.quality, dtype=np.uint8),
         )
+        if self._chunks:
+            # Rows in the order they were added: list rows up to each chunk's place, then the chunk.
+            pieces: list[list[NDArray[np.generic]]] = [[], [], [], [], []]
+            start = 0
+            for chunk in self._chunks:
+                for k, piece in enumerate(pieces):
+                    if chunk.at > start:
+                        piece.append(lists[k][start : chunk.at])
+                    piece.append(chunk.columns[k])
+                start = chunk.at
+            for k, piece in enumerate(pieces):
+                if len(lists[k]) > start:
+                    piece.append(lists[k][start:])
+            device, metric, ts, value, quality = (np.concatenate(p) for p in pieces)
+        else:
+            device, metric, ts, value, quality = lists
+        batch = ReadingBatch(device=device, metric=metric, ts=ts, value=value, quality=quality)
         rejections = self.rejections
         self.device, self.metric, self.ts, self.value, self.quality = [], [], [], [], []
+        self._chunks, self._chunk_rows = [], 0
         self.rejections = []
         return batch, rejections
 
     def forget_profiles(self) -> None:
         """Drop cached profile lookups (after a profile changed in the registry)."""
         self._metric_specs.clear()
+        self._tables.clear()
         self._last_id, self._last_entry = "", None
 
     # -- lookups --------------------------------------------------------------------------------
@@ -191,3 +331,73 @@ class ColumnBuilder:
         specs = {m.name: (metrics[m.name], m.unit) for m in profile.metrics}
         self._metric_specs[profile_id] = specs
         return specs
+
+    def _table(self, profile_id: str, fields: Fields) -> _FieldTable | None:
+        """What `add` would look up for each field of a device of ``profile_id``; None if it refuses one."""
+        key = (profile_id, fields)
+        if key in self._tables:
+            return self._tables[key]
+        specs = self._metric_specs.get(profile_id)
+        if specs is None:
+            specs = self._specs_of(profile_id)
+        metric: list[int] = []
+        scale: list[float] = []
+        offset: list[float] = []
+        convert: list[bool] = []
+        table: _FieldTable | None = None
+        for name, unit in fields:
+            spec = specs.get(name)
+            if spec is None:
+                break  # UNKNOWN_METRIC
+            index, canonical = spec
+            conv = unit is not None and unit != canonical
+            try:
+                s, o = conversion(unit, canonical) if conv and unit is not None else (1.0, 0.0)
+            except UnitError:
+                break  # UNKNOWN_UNIT
+            metric.append(index)
+            scale.append(s)
+            offset.append(o)
+            convert.append(conv)
+        else:
+            table = _FieldTable(
+                np.array(metric, dtype=np.int16),
+                np.array(scale, dtype=np.float64),
+                np.array(offset, dtype=np.float64),
+                np.array(convert, dtype=np.bool_),
+                any(convert),
+                all(convert),
+            )
+        self._tables[key] = table
+        return table
+
+    def _tables_of(self, entries: list[DeviceEntry], fields: Fields) -> _FieldTable | None:
+        """A field table of per-record rows, for devices of several profiles (or a refused device).
+
+        None when `add` would refuse a reading: a device of another vendor, decommissioned, or whose
+        profile lacks a field's metric or unit.
+        """
+        raw = self._raw
+        assert raw is not None  # noqa: S101 - begin() is always called first
+        profiles: list[str] = []
+        for e in entries:
+            if e.vendor != raw.vendor or not e.active:
+                return None
+            profiles.append(e.profile)
+        order = {p: i for i, p in enumerate(dict.fromkeys(profiles))}
+        tables: list[_FieldTable] = []
+        for p in order:
+            table = self._table(p, fields)
+            if table is None:
+                return None
+            tables.append(table)
+        rows = np.array([order[p] for p in profiles], dtype=np.intp)
+        convert = np.stack([t.convert for t in tables])[rows]
+        return _FieldTable(
+            np.stack([t.metric for t in tables])[rows],
+            np.stack([t.scale for t in tables])[rows],
+            np.stack([t.offset for t in tables])[rows],
+            convert,
+            bool(convert.any()),
+            bool(convert.all()),
+        )

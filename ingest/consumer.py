@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from devices.intern import Interner
 from devices.registry import Registry
 from ingest import codecs, topics
 from ingest.batch import ReadingBatch
@@ -52,6 +53,18 @@ class Taken:
     messages: int = 0
 
 
+def oversized(size: int, limit: int) -> DecodeError | None:
+    """The rejection of a payload of ``size`` bytes when it is over ``limit``, else None.
+
+    A function of its own so that the decode preview, which may not even read a huge body, rejects it
+    with the very sentence live ingestion writes into the dead letter.
+    """
+    if size <= limit:
+        return None
+    msg = f"payload of {size} bytes is over the {limit}-byte limit"
+    return DecodeError(DecodeReason.OVERSIZED, msg)
+
+
 class Consumer:
     """Decodes each message on arrival into a shared `ColumnBuilder`; `take` hands everything over at once.
 
@@ -68,15 +81,23 @@ class Consumer:
         skew_flag_ms: int = 5 * 60_000,
         max_future_ms: int = 24 * 3600_000,
         clock: Clock = time.time,
+        interner: Interner | None = None,
     ) -> None:
-        """Decode messages for devices in ``registry``."""
+        """Decode messages for devices in ``registry``.
+
+        ``interner`` replaces the registry's own for device lookups (see `sandbox`); profiles and
+        metrics still come from ``registry``.
+        """
         self._registry = registry
+        self._interner = interner if interner is not None else registry.interner
         self._site_zone = site_zone
         self._max_payload = max_payload
+        self._skew_flag_ms = skew_flag_ms
+        self._max_future_ms = max_future_ms
         self._clock = clock
         self._lock = threading.Lock()
         self._builder = ColumnBuilder(
-            registry.interner,
+            self._interner,
             registry.profile,
             skew_flag_ms=skew_flag_ms,
             max_future_ms=max_future_ms,
@@ -87,6 +108,28 @@ class Consumer:
         self._statuses: list[StatusChange] = []
         self._messages = 0
         self.counters = IngestCounters()
+
+    def sandbox(self, interner: Interner, *, clock: Clock | None = None) -> Consumer:
+        """A new consumer with this one's zone and limits that looks devices up in ``interner``.
+
+        What the decode preview runs: the same topic parsing, size limit, codec choice, codec and
+        column checks as live ingestion, over an interner that may hold a device the registry does not
+        know yet. It shares nothing mutable with this consumer (its own builder, codecs and counters).
+        """
+        return Consumer(
+            self._registry,
+            site_zone=self._site_zone,
+            max_payload=self._max_payload,
+            skew_flag_ms=self._skew_flag_ms,
+            max_future_ms=self._max_future_ms,
+            clock=clock or self._clock,
+            interner=interner,
+        )
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload accepted, in bytes."""
+        return self._max_payload
 
     @property
     def pending(self) -> int:
@@ -140,9 +183,9 @@ class Consumer:
         self.counters.readings += builder.commit()
 
     def _check_size(self, raw: RawMessage) -> None:
-        if len(raw.payload) > self._max_payload:
-            msg = f"payload of {len(raw.payload)} bytes is over the {self._max_payload}-byte limit"
-            raise DecodeError(DecodeReason.OVERSIZED, msg)
+        error = oversized(len(raw.payload), self._max_payload)
+        if error is not None:
+            raise error
 
     def _reject(self, raw: RawMessage, error: DecodeError) -> None:
         self._builder.begin(raw)
@@ -150,7 +193,7 @@ class Consumer:
         self.counters.rejected_messages += 1
 
     def _codec_for(self, raw: RawMessage) -> Codec:
-        entry = self._registry.interner.devices.get(raw.device_id)
+        entry = self._interner.devices.get(raw.device_id)
         if entry is None:
             msg = f"device {raw.device_id!r} is not registered"
             raise DecodeError(DecodeReason.UNKNOWN_DEVICE, msg, raw.device_id)

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -42,6 +42,16 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     detail: str
     payload: str
+
+
+class ReasonCount(NamedTuple):
+    """Rejections of one device for one reason within a span (see `DeadLetterStore.reasons_since`)."""
+
+    device: str
+    reason: str
+    rejects: int  # since the span's start
+    recent: int  # since the later ``recent_ms`` boundary
+    last_ms: int  # when the newest of them was received, epoch ms UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +146,39 @@ class DeadLetterStore:
             for r in rows
         ]
         return items, int(total)
+
+    def reasons_since(
+        self,
+        since_ms: int,
+        *,
+        recent_ms: int,
+        vendor: str | None = None,
+        device: str | None = None,
+    ) -> Sequence[ReasonCount]:
+        """Rejections received since ``since_ms`` per (device, reason), in one grouped query.
+
+        ``recent`` counts those since ``recent_ms`` too, so device health gets a day's reasons and the
+        last hour's reject count from one pass. Newest groups first.
+        """
+        t = dead_letters_table
+        cond = [t.c.ts >= since_ms]
+        if vendor is not None:
+            cond.append(t.c.vendor == vendor)
+        if device is not None:
+            cond.append(t.c.device == device)
+        recent = sa.func.sum(sa.case((t.c.ts >= recent_ms, 1), else_=0))
+        last = sa.func.max(t.c.ts)
+        stmt = (
+            sa.select(t.c.device, t.c.reason, sa.func.count(), recent, last)
+            .where(*cond)
+            .group_by(t.c.device, t.c.reason)
+            .order_by(last.desc())
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            ReasonCount(str(d), str(r), int(n), int(rec or 0), int(ts)) for d, r, n, rec, ts in rows
+        ]
 
     def count_for(self, device: str) -> dict[str, int]:
         """Rejections of one device, by reason."""

@@ -68,6 +68,7 @@ class MqttTransport:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
 
     def start(self) -> None:
@@ -133,7 +134,24 @@ class MqttTransport:
             flags.session_present,
         )
         if self._subscriptions:
+            # `connected` waits for the SUBACK: a message published before the broker holds the
+            # subscription would not be queued for this session.
             client.subscribe(self._subscriptions)
+        else:
+            self.connected.set()
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reason_codes if r.is_failure]
+        if refused:
+            logger.error("broker refused the subscriptions %s: %s", self._subscriptions, refused)
+            return
         self.connected.set()
 
     def _on_disconnect(

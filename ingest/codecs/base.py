@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from ingest.errors import IngestError
 
@@ -65,8 +68,10 @@ class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
 class Sink(Protocol):
     """Where a codec writes what it decodes: one call per reading, a rejection per bad part.
 
-    Codecs never intern ids or convert to arrays themselves: the sink (`ingest.columns.ColumnBuilder`)
-    owns that, so decoding goes straight into columns with no per-reading objects.
+    Codecs never intern ids or check readings themselves: the sink (`ingest.columns.ColumnBuilder`)
+    owns that, so decoding goes straight into columns with no per-reading objects. A codec that has a
+    batch of regular records may offer them as whole columns first (`add_columns`), and add them one
+    by one when the sink declines.
     """
 
     def add(
@@ -82,6 +87,30 @@ class Sink(Protocol):
 
     def reject(self, error: DecodeError) -> None:
         """Record that one part of the message was rejected while the rest is kept."""
+        ...
+
+    def add_columns(
+        self,
+        device: Sequence[str],
+        ts: NDArray[np.int64] | None,
+        fields: tuple[tuple[str, str | None], ...],
+        value: NDArray[np.float64],
+        present: NDArray[np.bool_] | None = None,
+    ) -> bool:
+        """Add the readings of N records at once, exactly as `add` would add them one by one, or nothing.
+
+        Args:
+            device: each record's device id (N).
+            ts: each record's time in epoch ms (N); None means "use the receive time" for every one.
+            fields: ``(metric, unit as sent)`` of each of the F fields; unit None means canonical.
+            value: ``value[i, j]`` is record i's value of field j, (N, F).
+            present: which values the records hold (N, F); None: all of them. Absent ones are skipped.
+
+        Returns:
+            True when every present value was added, record by record in field order. False, having
+            added nothing, when `add` would have refused any of them: the caller then adds them one by
+            one with `add`, so that each refusal is rejected exactly as usual.
+        """
         ...
 
 

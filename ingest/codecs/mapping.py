@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ingest import units
@@ -41,6 +44,9 @@ _MISSING: Any = object()
 _DEVICE_REASONS = frozenset(
     {DecodeReason.UNKNOWN_DEVICE, DecodeReason.WRONG_VENDOR, DecodeReason.DECOMMISSIONED}
 )
+# What a field's value may be for the columnar path: what the loop takes as a number without parsing
+# a string, and null (a field the record does not report).
+_COLUMN_KINDS = frozenset({float, int, bool, type(None)})
 
 
 def compile_pointer(text: str) -> Pointer:
@@ -199,6 +205,9 @@ class MappingCodec:
     """Decodes any JSON shape a `MappingConfig` describes; a bad record or field is rejected alone."""
 
     name = "mapping"
+    columns_from = 16
+    """Batches of at least this many records try the columnar path first (below it, numpy's fixed
+    cost per call is more than the per-record loop's cost)."""
 
     def __init__(self, config: MappingConfig, *, site_zone: str) -> None:
         """Compile the pointers and the time parser; ``site_zone`` is for zone-less ISO times."""
@@ -221,6 +230,31 @@ class MappingCodec:
             for f in config.fields
             for ptr in (compile_pointer(f.path),)
         )
+        # The columnar path (_decode_columns) needs every pointer taken from the record to be one
+        # object key: a plain item lookup, done with an itemgetter over the whole batch.
+        keys = tuple(f.key for f in self._fields if f.key is not None)
+        self._column_keys = keys if len(keys) == len(self._fields) else None
+        self._column_getters = tuple(map(itemgetter, keys)) if self._column_keys else None
+        self._column_fields = tuple((f.metric, f.unit) for f in self._fields)
+        # x * 1.0 is x for every float (and float(x) for an int or bool): skip it when it is all.
+        scales = [f.scale for f in self._fields]
+        self._column_scale = (
+            None if all(s == 1.0 for s in scales) else np.array(scales, dtype=np.float64)
+        )
+        self._column_device: Callable[[Any], Any] | None = None
+        if self._device is not None and not self._device[1]:
+            key = _single_key(self._device[0])
+            if key is None:
+                self._column_getters = None
+            else:
+                self._column_device = itemgetter(key)
+        self._column_time: tuple[Callable[[Any], Any], TimeParser] | None = None
+        if self._time is not None and not self._time[1]:
+            key = _single_key(self._time[0])
+            if key is None:
+                self._column_getters = None
+            else:
+                self._column_time = (itemgetter(key), self._time[2])
 
     def decode(self, raw: RawMessage, sink: Sink) -> None:
         """Decode one message into ``sink``.
@@ -256,6 +290,12 @@ class MappingCodec:
                     raise self._time_error(err, value, -1, device) from None
             else:
                 record_time = (ptr, parse)
+        if (
+            len(records) >= self.columns_from
+            and self._column_getters is not None
+            and self._decode_columns(records, sink, device=device, ts=ts)
+        ):
+            return
         self._decode_records(
             records,
             sink,
@@ -326,6 +366,105 @@ class MappingCodec:
                     reject(self._not_a_number(i, path, v, device))
             if not found:
                 reject(self._no_fields(i, device))
+
+    def _decode_columns(
+        self, records: list[Any] | tuple[Any], sink: Sink, *, device: str, ts: int | None
+    ) -> bool:
+        """The fast path for a batch of regular records: each column at once, into `Sink.add_columns`.
+
+        Returns:
+            True when every record was added. False, having added nothing, when anything is irregular
+            (a record that is not an object, a device id or time the loop would reject, a value that is
+            not a JSON number or boolean, a record with none of the fields) or the sink declines: the
+            per-record loop then decodes the message and rejects exactly what it always did.
+        """
+        n = len(records)
+        try:
+            # An itemgetter raises KeyError for a missing key, TypeError for a record that is no object.
+            get_device = self._column_device
+            ids = list(map(get_device, records)) if get_device is not None else [device] * n
+            ts_col: NDArray[np.int64] | None = None
+            if self._column_time is not None:
+                ts_col = self._column_times(records, *self._column_time)
+            elif ts is not None:
+                ts_col = np.full(n, ts, dtype=np.int64)
+            values = self._column_values(records)
+        except (KeyError, TypeError, OverflowError, DecodeError):
+            return False
+        if values is None:
+            return False
+        value, present = values
+        if self._column_scale is not None:
+            with np.errstate(over="ignore"):  # inf, as Python's float product gives in the loop
+                value = value * self._column_scale
+        return sink.add_columns(ids, ts_col, self._column_fields, value, present)
+
+    @staticmethod
+    def _column_times(
+        records: list[Any] | tuple[Any], get: Callable[[Any], Any], parse: TimeParser
+    ) -> NDArray[np.int64]:
+        """Each record's time, parsed once per distinct value (a batch usually shares one).
+
+        Raises:
+            DecodeError: a time the loop would reject. KeyError: a record without one. TypeError: a
+                time that is an array or object (unhashable).
+        """
+        n = len(records)
+        times = list(map(get, records))
+        first = times[0]
+        # Values equal as dict keys (1 and 1.0) parse to the same ms, or both fail.
+        if times.count(first) == n:
+            return np.full(n, parse(first), dtype=np.int64)
+        parsed = {t: parse(t) for t in set(times)}
+        return np.fromiter(map(parsed.__getitem__, times), dtype=np.int64, count=n)
+
+    def _column_values(
+        self, records: list[Any] | tuple[Any]
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None] | None:
+        """Values as (records, fields) and which are present (None: all), or None if one is irregular.
+
+        Raises:
+            OverflowError: an integer beyond the float range.
+        """
+        n, getters = len(records), self._column_getters
+        assert getters is not None  # noqa: S101 - only called on the columnar path
+        try:
+            columns = [list(map(get, records)) for get in getters]
+            for column in columns:
+                # The cheapest check that every value is a JSON number or boolean: a string (which
+                # the loop parses), null, array or object makes it raise TypeError.
+                sum(column)
+        except (KeyError, TypeError):
+            return self._sparse_values(records)
+        if len(columns) == 1:
+            return np.fromiter(columns[0], dtype=np.float64, count=n).reshape(n, 1), None
+        return np.array(columns, dtype=np.float64).T, None
+
+    def _sparse_values(
+        self, records: list[Any] | tuple[Any]
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None] | None:
+        """`_column_values` when some records lack some fields (absent or null): skipped, as the loop does.
+
+        Raises:
+            OverflowError: an integer beyond the float range.
+        """
+        keys = self._column_keys
+        assert keys is not None  # noqa: S101 - only called on the columnar path
+        try:
+            columns = [[r.get(k) for r in records] for k in keys]
+        except AttributeError:  # a record that is not an object
+            return None
+        kinds: set[type] = set()
+        for column in columns:
+            kinds.update(map(type, column))
+        if not kinds <= _COLUMN_KINDS:
+            return None  # a numeric string (parsed by the loop) or a value that is no number
+        value = np.array(columns, dtype=np.float64).T  # null becomes NaN
+        # Only a null is NaN here: JSON has no NaN, and no number or boolean converts to it.
+        present = ~np.isnan(value)
+        if not present.any(axis=1).all():
+            return None  # a record with none of the fields, rejected by the loop
+        return value, present
 
     # -- the rare paths, kept out of the loop ----------------------------------------------------
 

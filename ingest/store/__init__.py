@@ -57,6 +57,16 @@ class Store(Protocol):
         """How many readings are stored."""
         ...
 
+    def counts_since(
+        self, since_ms: int, device: int | None = None
+    ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Readings per device with ``ts >= since_ms``, as ``(device index, count)`` in device order.
+
+        One grouped query for the whole fleet (device health of thousands of devices), or one
+        device's count when ``device`` is given. Devices with no reading in the span are absent.
+        """
+        ...
+
     def delete_before(self, cutoff_ms: int) -> int:
         """Retention: delete readings older than ``cutoff_ms``; returns how many."""
         ...

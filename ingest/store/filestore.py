@@ -167,6 +167,21 @@ class FileStore:
         """How many readings are stored."""
         return self._row_count(self._reader())
 
+    def counts_since(
+        self, since_ms: int, device: int | None = None
+    ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Readings per device with ``ts >= since_ms`` (zone maps on ``ts`` keep the scan recent)."""
+        sql = "SELECT device, count(*) AS n FROM readings WHERE ts >= $since"
+        params: dict[str, int] = {"since": since_ms}
+        if device is not None:
+            sql += " AND device = $device"
+            params["device"] = device
+        cols = self._reader().execute(sql + " GROUP BY device ORDER BY device", params).fetchnumpy()
+        return (
+            np.asarray(cols["device"], dtype=np.int32),
+            np.asarray(cols["n"], dtype=np.int64),
+        )
+
     def delete_before(self, cutoff_ms: int) -> int:
         """Delete readings older than ``cutoff_ms``."""
         with self._write_lock:

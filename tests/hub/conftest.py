@@ -68,6 +68,7 @@ class ServedHub:
             assert time.monotonic() < deadline, "the hub did not start in 30 s"
             time.sleep(0.02)
         self.anonymous = httpx.Client(base_url=self.url, timeout=10)
+        self._clients: list[httpx.Client] = [self.anonymous]
         # A fresh hub creates user "admin" and leaves its password in a 0600 file.
         admin_password = (settings.data_dir / "initial-admin-password").read_text().strip()
         self.http = self.client("admin", admin_password)
@@ -77,9 +78,11 @@ class ServedHub:
         r = self.anonymous.post("/api/v1/auth/login", json={"username": user, "password": password})
         r.raise_for_status()
         token = r.json()["access_token"]
-        return httpx.Client(
+        client = httpx.Client(
             base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {token}"}
         )
+        self._clients.append(client)
+        return client
 
     def health(self) -> dict[str, object]:
         r = self.http.get("/api/v1/status")
@@ -94,8 +97,8 @@ class ServedHub:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.http.close()
-        self.anonymous.close()
+        for client in self._clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(30)
 

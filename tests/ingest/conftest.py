@@ -12,6 +12,7 @@ from types import TracebackType
 import pytest
 
 from devices.registry import Registry
+from hub.embedded_broker import EmbeddedBroker
 from ingest.consumer import Consumer
 from ingest.deadletter import DeadLetterStore
 from ingest.mqtt import MqttOptions
@@ -29,17 +30,25 @@ class RunningPipeline:
         registry: Registry,
         store: FileStore,
         dead: DeadLetterStore,
-        broker: Broker,
+        broker: Broker | EmbeddedBroker,
         *,
         client_id: str = "hub-ingest",
         max_payload: int = 256 * 1024,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         consumer = Consumer(registry, site_zone=SITE_ZONE, max_payload=max_payload)
         self.pipeline = IngestPipeline(
             registry,
             store,
             dead,
-            MqttOptions(host=broker.host, port=broker.port, client_id=client_id),
+            MqttOptions(
+                host=broker.host,
+                port=broker.port,
+                client_id=client_id,
+                username=username,
+                password=password,
+            ),
             consumer=consumer,
         )
         self._loop = asyncio.new_event_loop()

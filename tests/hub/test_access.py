@@ -1,0 +1,231 @@
+"""Access control over every route of the OpenAPI document: nobody reaches what their role may not.
+
+The walk is exhaustive on purpose: a route added without a line in `ROUTES` fails the test, so every
+new route is looked at with a vendor's eyes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from devices.access import Role
+from devices.users import UserStore
+from tests.hub.conftest import ServedHub
+from tests.publisher import Publisher
+
+PASSWORD = "a long enough password"
+
+# Vendor B (hydrox) objects that vendor A (acme) must not reach; filled into path parameters.
+B = {
+    "device_id": "wl-00001",
+    "profile_id": "hydrox-wl",
+    "vendor_id": "hydrox",
+    "name": "hydrox-ops",
+}
+A = {"device_id": "bin-00001", "profile_id": "acme-bin", "vendor_id": "acme", "name": "acme-ops"}
+
+PROFILE_BODY = {
+    "id": "hydrox-wl",
+    "name": "x",
+    "type": "water_level",
+    "domain": "water",
+    "metrics": [{"name": "water_level", "unit": "m", "min": 0, "max": 10}],
+    "report_interval_s": 60,
+    "codec": {"codec": "senml"},
+}
+
+# (method, path) -> body for the walk, or None for no body. Every route of the app is listed.
+ROUTES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/v1/auth/login"): "self-service",
+    ("GET", "/api/v1/auth/me"): "self-service",
+    ("POST", "/api/v1/auth/logout"): "self-service",
+    ("GET", "/api/v1/auth/tokens"): "self-service",
+    ("POST", "/api/v1/auth/tokens"): "self-service",
+    ("DELETE", "/api/v1/auth/tokens/{token_id}"): None,
+    ("GET", "/api/v1/users"): None,
+    ("POST", "/api/v1/users"): {"name": "sneaky", "role": "admin"},
+    ("GET", "/api/v1/users/{name}"): None,
+    ("PATCH", "/api/v1/users/{name}"): {"disabled": True},
+    ("GET", "/api/v1/devices"): "list",
+    ("POST", "/api/v1/devices"): {"id": "wl-77777", "profile": "hydrox-wl", "vendor": "hydrox"},
+    ("GET", "/api/v1/devices/{device_id}"): None,
+    ("PATCH", "/api/v1/devices/{device_id}"): {"name": "mine now"},
+    ("POST", "/api/v1/devices/bulk"): "bulk",
+    ("POST", "/api/v1/devices/{device_id}/decommission"): None,
+    ("POST", "/api/v1/devices/{device_id}/replace"): {"new_id": "wl-88888"},
+    ("POST", "/api/v1/devices/{device_id}/credential"): None,
+    ("DELETE", "/api/v1/devices/{device_id}/credential"): None,
+    ("GET", "/api/v1/vendors"): "list",
+    ("POST", "/api/v1/vendors"): {"id": "hydrox", "name": "taken over"},
+    ("GET", "/api/v1/profiles"): "list",
+    ("POST", "/api/v1/profiles"): {**PROFILE_BODY, "id": "hydrox-x", "vendor": "hydrox"},
+    ("GET", "/api/v1/profiles/{profile_id}"): None,
+    ("PUT", "/api/v1/profiles/{profile_id}"): PROFILE_BODY,
+    ("DELETE", "/api/v1/profiles/{profile_id}"): None,
+    ("GET", "/api/v1/devices/{device_id}/readings"): None,
+    ("GET", "/api/v1/rejects"): "list",
+    ("POST", "/api/v1/profiles/{profile_id}/decode"): "raw",
+    ("GET", "/api/v1/devices/{device_id}/health"): None,
+    ("GET", "/api/v1/vendors/{vendor_id}/health"): None,
+    ("GET", "/healthz"): "public",
+    ("GET", "/api/v1/status"): "staff",
+}
+
+QUERY = {"/api/v1/devices/{device_id}/readings": {"metric": "water_level"}}
+
+
+def _fill(path: str, objects: dict[str, str]) -> str:
+    for key, value in objects.items():
+        path = path.replace("{" + key + "}", value)
+    return path
+
+
+def _call(client: httpx.Client, method: str, path: str, body: Any) -> httpx.Response:  # noqa: ANN401
+    params = QUERY.get(path)
+    url = _fill(path, {**B, "token_id": str(B_TOKEN_ID[0])})
+    if body == "raw":
+        return client.request(method, url, content=b'[{"n":"water_level","v":1}]', params=params)
+    if isinstance(body, dict):
+        return client.request(method, url, json=body, params=params)
+    return client.request(method, url, params=params)
+
+
+B_TOKEN_ID = [0]
+
+
+@pytest.fixture
+def vendors(hub: ServedHub) -> tuple[httpx.Client, httpx.Client]:
+    users = UserStore(hub.settings.registry)
+    users.create_user("acme-ops", Role.VENDOR, vendor="acme", password=PASSWORD)
+    users.create_user("hydrox-ops", Role.VENDOR, vendor="hydrox", password=PASSWORD)
+    acme, hydrox = hub.client("acme-ops", PASSWORD), hub.client("hydrox-ops", PASSWORD)
+    B_TOKEN_ID[0] = hydrox.post("/api/v1/auth/tokens", json={"name": "b"}).json()["id"]
+    # Dead letters of both vendors, so the rejects listing has something to leak.
+    m = hub.settings.mqtt
+    with Publisher(m.host, m.port) as pub:
+        pub.send(
+            [("sensors/hydrox/wl-00001/up", "not json"), ("sensors/acme/bin-00001/up", "nope")]
+        )
+    return acme, hydrox
+
+
+def test_every_route_is_classified(hub: ServedHub) -> None:
+    spec = hub.anonymous.get("/openapi.json").json()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == set(ROUTES), (
+        f"unclassified: {routes - set(ROUTES)}; gone: {set(ROUTES) - routes}"
+    )
+
+
+def test_without_a_token_every_route_but_login_and_health_is_401(hub: ServedHub) -> None:
+    for (method, path), body in ROUTES.items():
+        if (method, path) in {("POST", "/api/v1/auth/login"), ("GET", "/healthz")}:
+            continue
+        r = _call(hub.anonymous, method, path, body if isinstance(body, dict) else None)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+        wrong = hub.anonymous.request(
+            method,
+            _fill(path, {**B, "token_id": "1"}),
+            headers={"Authorization": "Bearer hub_forged"},
+        )
+        assert wrong.status_code == 401, (method, path)
+
+
+def test_vendor_a_reaches_none_of_vendor_b_s_objects(
+    hub: ServedHub, vendors: tuple[httpx.Client, httpx.Client]
+) -> None:
+    acme, hydrox = vendors
+    for (method, path), body in ROUTES.items():
+        if body in ("self-service", "public"):
+            continue
+        if body == "list":
+            items = acme.get(path).json()
+            items = items["items"] if isinstance(items, dict) else items
+            text = json.dumps(items)
+            assert "hydrox" not in text, (path, text[:300])
+            continue
+        if body == "bulk":
+            r = acme.post(
+                path,
+                json=[
+                    {"id": "wl-00001", "profile": "hydrox-wl"},
+                    {"id": "wl-00002", "profile": "acme-bin"},
+                ],
+            )
+            result = r.json()
+            assert result["created"] == 0 and result["updated"] == 0, result
+            assert len(result["errors"]) == 2
+            assert "hydrox" not in json.dumps(result["errors"][1])  # whose id it is stays unsaid
+            continue
+        r = _call(acme, method, path, body)
+        assert r.status_code in (403, 404, 422), (method, path, r.status_code, r.text)
+        if r.status_code == 422:  # refused on its merits: it must not be about B's existence
+            assert method == "POST" and "{" not in path, (method, path, r.text)
+    # Nothing of B's changed: the device, profile, user and token are as they were.
+    wl = hydrox.get("/api/v1/devices/wl-00001").json()
+    assert wl["status"] == "active" and wl["name"] == ""
+    assert hydrox.get("/api/v1/profiles/hydrox-wl").json()["report_interval_s"] != 60
+    assert hydrox.get("/api/v1/auth/me").json()["user"] == "hydrox-ops"
+    assert hydrox.get("/api/v1/devices", params={"vendor": "hydrox"}).json()["total"] == 10
+
+
+def test_vendor_a_reaches_its_own_objects_by_the_same_routes(
+    hub: ServedHub, vendors: tuple[httpx.Client, httpx.Client]
+) -> None:
+    acme, _ = vendors
+    for path in (
+        "/api/v1/devices/{device_id}",
+        "/api/v1/profiles/{profile_id}",
+        "/api/v1/devices/{device_id}/health",
+        "/api/v1/vendors/{vendor_id}/health",
+        "/api/v1/users/{name}",
+    ):
+        r = acme.get(_fill(path, A))
+        assert r.status_code == 200, (path, r.text)
+    r = acme.get(_fill("/api/v1/devices/{device_id}/readings", A), params={"metric": "fill_level"})
+    assert r.status_code == 200
+    rejects = acme.get("/api/v1/rejects").json()
+    assert {x["device"] for x in rejects["items"]} == {"bin-00001"}
+
+
+ROLE_CHECKS: list[tuple[str, str, Callable[[ServedHub], dict[str, Any]] | None, set[Role]]] = [
+    ("GET", "/api/v1/users", None, {Role.ADMIN}),
+    ("POST", "/api/v1/vendors", lambda h: {"id": "newco", "name": "NewCo"}, {Role.ADMIN}),
+    (
+        "POST",
+        "/api/v1/devices",
+        lambda h: {"id": "mc-55555", "profile": "acme-mc", "vendor": "acme"},
+        {Role.ADMIN, Role.VENDOR},
+    ),
+    ("GET", "/api/v1/status", None, {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER}),
+    ("GET", "/api/v1/devices", None, set(Role)),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "allowed"), ROLE_CHECKS, ids=lambda x: str(x))
+def test_roles(
+    hub: ServedHub,
+    method: str,
+    path: str,
+    body: Callable[[ServedHub], dict[str, Any]] | None,
+    allowed: set[Role],
+) -> None:
+    users = UserStore(hub.settings.registry)
+    for role in Role:
+        name = f"u-{role.value}"
+        users.create_user(
+            name, role, vendor="acme" if role is Role.VENDOR else None, password=PASSWORD
+        )
+        client = hub.client(name, PASSWORD)
+        r = client.request(method, path, json=body(hub) if body else None)
+        if role in allowed:
+            assert r.status_code < 400 or r.status_code == 409, (role, r.text)
+        else:
+            assert r.status_code == 403, (role, r.status_code)
+            assert r.headers["content-type"] == "application/problem+json"
