@@ -85,7 +85,7 @@ def _fill(path: str, objects: dict[str, str]) -> str:
     return path
 
 
-def _call(client: httpx.Client, method: str, path: str, body: Any) -> httpx.Response:  # noqa: ANN401
+def _call(client: httpx.Client, method: str, path: str, body: Any) -> httpx.Response:
     params = QUERY.get(path)
     url = _fill(path, {**B, "token_id": str(B_TOKEN_ID[0])})
     if body == "raw":
@@ -159,17 +159,20 @@ def test_vendor_a_reaches_none_of_vendor_b_s_objects(
                 ],
             )
             result = r.json()
-            assert result["created"] == 0 and result["updated"] == 0, result
+            assert result["created"] == 0, result
+            assert result["updated"] == 0, result
             assert len(result["errors"]) == 2
             assert "hydrox" not in json.dumps(result["errors"][1])  # whose id it is stays unsaid
             continue
         r = _call(acme, method, path, body)
         assert r.status_code in (403, 404, 422), (method, path, r.status_code, r.text)
         if r.status_code == 422:  # refused on its merits: it must not be about B's existence
-            assert method == "POST" and "{" not in path, (method, path, r.text)
+            assert method == "POST", (method, path, r.text)
+            assert "{" not in path, (method, path, r.text)
     # Nothing of B's changed: the device, profile, user and token are as they were.
     wl = hydrox.get("/api/v1/devices/wl-00001").json()
-    assert wl["status"] == "active" and wl["name"] == ""
+    assert wl["status"] == "active"
+    assert wl["name"] == ""
     assert hydrox.get("/api/v1/profiles/hydrox-wl").json()["report_interval_s"] != 60
     assert hydrox.get("/api/v1/auth/me").json()["user"] == "hydrox-ops"
     assert hydrox.get("/api/v1/devices", params={"vendor": "hydrox"}).json()["total"] == 10
@@ -208,7 +211,11 @@ ROLE_CHECKS: list[tuple[str, str, Callable[[ServedHub], dict[str, Any]] | None, 
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "allowed"), ROLE_CHECKS, ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"),
+    ROLE_CHECKS,
+    ids=[f"{m} {p}" for m, p, _, _ in ROLE_CHECKS],
+)
 def test_roles(
     hub: ServedHub,
     method: str,

@@ -252,7 +252,8 @@ def test_a_vendor_manages_its_own_profiles(hub: ServedHub, acme: httpx.Client) -
     changed = {**profile, "report_interval_s": 600}
     assert acme.put("/api/v1/profiles/acme-wl9", json=changed).json()["report_interval_s"] == 600
     ids = {p["id"] for p in acme.get("/api/v1/profiles").json()}
-    assert "acme-wl9" in ids and "hydrox-wl" not in ids
+    assert "acme-wl9" in ids
+    assert "hydrox-wl" not in ids
     assert (
         acme.put("/api/v1/profiles/hydrox-wl", json={**profile, "id": "hydrox-wl"}).status_code
         == 404
