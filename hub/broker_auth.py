@@ -21,18 +21,22 @@ a restart, one `sync` restores exactly the same access.
 could not regenerate state, only replay ``$CONTROL`` commands and diff. It does kick a deleted client at
 once, which the password file gets from the reload (below).
 
-**Measured here** (Mosquitto 2.0.11, 2 cores): regenerating and reloading with 10,000 users stalls the
-broker 15-45 ms with no client connected, and 45-55 ms with 5,000 connected (Mosquitto re-verifies each
-connected client's password on reload; at ``mosquitto_passwd``'s 101 PBKDF2 iterations the same reload
-stalled 500-650 ms, one reason device hashes use one, see ``devices.credentials``).
-Mosquitto handles SIGHUP in its main loop 25-100 ms after the signal; `EmbeddedBroker.reload` waits for
-its "Reloading config." line.
+**Measured here** (Mosquitto 2.0.11, 2 cores). With 10,000 device accounts one `sync` (query, render,
+write, SIGHUP, wait for the reload) takes 80-150 ms; the broker itself stalls 20-60 ms with no client
+connected and 70-95 ms with 9,000 connected, because on reload it re-verifies every connected client's
+password (at ``mosquitto_passwd``'s 101 PBKDF2 iterations 5,000 connected clients stalled it 500-650 ms:
+one reason device hashes use one iteration, see ``devices.credentials``). With 100,000 accounts (a 12.7 MB
+password file) a `sync` takes 0.8-1.0 s and the broker stalls 220-290 ms. Mosquitto handles SIGHUP in its
+main loop 25-100 ms after the signal; `EmbeddedBroker.reload` waits for its "Reloading config." line.
 
 **Revocation of a live connection.** Mosquitto 2.0.11 re-checks every connected client on reload and
 disconnects those whose username is no longer in the password file or whose password no longer matches
 (verified: a revoked and a rotated device were both disconnected within the reload, "Client ...
 disconnected."; an unchanged device stayed connected). So revoke, rotate and decommission cut existing
 connections as soon as the sync after them has reloaded the broker (the hub checks every second).
+A refused publish does not disconnect (PUBACK 0x87 and the connection stays), provided
+``max_queued_messages`` is not 0 on Mosquitto before 2.0.22 (see `hub.embedded_broker.CONFIG_TEMPLATE`).
+A forbidden last-will topic is accepted at CONNECT but never published.
 
 **External Mosquitto (docker-compose).** Set ``HUB_MQTT__EMBEDDED=false`` and ``HUB_MQTT__AUTH_DIR`` to a
 volume shared with the broker; the hub writes ``acl`` then ``passwd`` there (mode 0600: run both
@@ -160,12 +164,11 @@ class ServiceAccounts:
         kept = _kept_passwords(
             settings.data_dir / ACCOUNTS_FILE, [n for n, p in given.items() if p is None]
         )
+        password = {n: p if p is not None else kept[n] for n, p in given.items()}
         return cls(
-            hub=ServiceAccount(hub_name, given[hub_name] or kept[hub_name], HUB_ACL),
+            hub=ServiceAccount(hub_name, password[hub_name], HUB_ACL),
             simulator=ServiceAccount(
-                mq.simulator_username,
-                given[mq.simulator_username] or kept[mq.simulator_username],
-                SIMULATOR_ACL,
+                mq.simulator_username, password[mq.simulator_username], SIMULATOR_ACL
             ),
         )
 
@@ -198,14 +201,15 @@ def managed_broker_auth(
     mq = settings.mqtt
     if not mq.writes_broker_accounts:
         return None
-    accounts = ServiceAccounts.for_settings(settings)
+    reload: Callable[[], bool] | None = None
     if broker is not None:
         paths = (broker.password_path, broker.acl_path)
-        reload: Callable[[], bool] | None = broker.reload
+        reload = broker.reload
+    elif mq.auth_dir is not None:
+        paths = (mq.auth_dir / "passwd", mq.auth_dir / "acl")
     else:
-        directory = mq.auth_dir or settings.data_dir / "broker-auth"
-        paths = (directory / "passwd", directory / "acl")
-        reload = None
+        return None
+    accounts = ServiceAccounts.for_settings(settings)
     sync = BrokerAuthSync(store, registry, paths[0], paths[1], accounts.all, reload=reload)
     return sync, accounts
 
