@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,6 +75,15 @@ class Scenario(Protocol):
         Select devices with ``group.areas[rows]`` (area paths) or ``group.ids``. Batching profiles
         carry more than one value per row: rainco's ``rainfall`` is ``(rows, minutes)``.
         """
+        ...
+
+
+@runtime_checkable
+class Silencing(Protocol):
+    """A scenario that also keeps some devices quiet (a power cut, a dead gateway)."""
+
+    def silent(self, group: Group, rows: Rows, moment: Moment) -> NDArray[np.bool_]:
+        """Which of ``rows`` send nothing in this time slice."""
         ...
 
 

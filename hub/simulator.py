@@ -28,6 +28,7 @@ from hub.simmodels import (
     Moment,
     Rows,
     Scenario,
+    Silencing,
     columns,
     rain_rate,
     traffic_level,
@@ -187,6 +188,11 @@ class Simulator:
         for gi in np.unique(group_of).tolist():
             rows = row_of[group_of == gi]
             group = self.groups[self._names[gi]]
+            for scenario in self.scenarios:
+                if isinstance(scenario, Silencing):
+                    rows = rows[~scenario.silent(group, rows, moment)]
+            if len(rows) == 0:
+                continue
             model = MODELS[group.profile]
             if model.shape == "trafix-gw":
                 self._gateways(group, rows, moment, publish)
