@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from devices.access import AdminOnly, AuthError, Principal, ReadAny, Role
+from devices.api import RegistryDep
 from devices.errors import InvalidDefinitionError, NotFoundError
 from devices.registry import Registry
 from devices.users import IssuedToken, TokenInfo, User, UserStore
@@ -117,11 +118,6 @@ def get_users(request: Request) -> UserStore:
     return users
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
 UsersDep = Annotated[UserStore, Depends(get_users)]
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -225,7 +221,7 @@ def list_users(_: AdminOnly, users: UsersDep) -> list[UserView]:
 def create_user(
     _: AdminOnly,
     users: UsersDep,
-    registry: Annotated[Registry, Depends(_registry)],
+    registry: RegistryDep,
     body: Annotated[NewUser, Body()],
 ) -> CreatedUser:
     """Create an account; a vendor account must name a registered vendor."""
@@ -246,7 +242,7 @@ def update_user(
     name: str,
     _: AdminOnly,
     users: UsersDep,
-    registry: Annotated[Registry, Depends(_registry)],
+    registry: RegistryDep,
     body: Annotated[UserChange, Body()],
 ) -> UserView:
     """Change role, vendor, password or disable; role changes and disabling revoke its tokens."""

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from devices.access import AdminOnly, DeviceWriter, Principal, ReadAny, Role
+from devices.api import RegistryDep
 from devices.errors import ConflictError, InvalidDefinitionError, NotFoundError
 from devices.profiles import Device, DeviceProfile, DeviceStatus, Vendor
 from devices.registration import RowError, parse_rows, sort_rows
@@ -109,11 +110,6 @@ class BulkResult(BaseModel):
     credentials: list[Credential] = Field(description="One per created device, shown only here")
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
 def _credentials(request: Request) -> CredentialIssuer:
     credentials: CredentialIssuer = request.app.state.credentials
     return credentials
@@ -124,7 +120,6 @@ def _codec_check(request: Request) -> CodecCheck:
     return check
 
 
-RegistryDep = Annotated[Registry, Depends(_registry)]
 CredentialsDep = Annotated[CredentialIssuer, Depends(_credentials)]
 
 router = APIRouter(prefix="/api/v1", tags=["registration"])
