@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from devices.intern import DeviceEntry, Interner
 from devices.profiles import DeviceProfile
 from ingest.batch import Quality, ReadingBatch
-from ingest.codecs.base import DecodeError, DecodeReason, RawMessage
+from ingest.codecs.base import DecodeError, DecodeReason, Fields, RawMessage
 from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
@@ -31,17 +31,13 @@ class Rejection:
     error: DecodeError
 
 
-class _Chunk(NamedTuple):
-    """Readings added as whole columns by `ColumnBuilder.add_columns`, and where they go in row order."""
-
-    at: int  # how many rows of the per-reading lists come before this chunk
-    columns: tuple[
-        NDArray[np.int32],
-        NDArray[np.int16],
-        NDArray[np.int64],
-        NDArray[np.float64],
-        NDArray[np.uint8],
-    ]
+_ChunkColumns = tuple[
+    list[NDArray[np.int32]],
+    list[NDArray[np.int16]],
+    list[NDArray[np.int64]],
+    list[NDArray[np.float64]],
+    list[NDArray[np.uint8]],
+]
 
 
 class _FieldTable(NamedTuple):
@@ -53,10 +49,6 @@ class _FieldTable(NamedTuple):
     convert: NDArray[np.bool_]  # False: the unit is the canonical one and the value is taken as is
     any_convert: bool
     all_convert: bool
-
-
-Fields = tuple[tuple[str, str | None], ...]
-"""``(metric, unit as sent)`` of each field given to `ColumnBuilder.add_columns`."""
 
 
 class ColumnBuilder:
@@ -90,21 +82,25 @@ class ColumnBuilder:
         self._profile = profile
         # profile id -> metric name -> (metric index, canonical unit, min, max)
         self._metric_specs: dict[str, dict[str, tuple[int, str]]] = {}
+        # (profile id, metric, unit as sent) -> (metric index, scale, offset); scale None: as is
+        self._reading_specs: dict[tuple[str, str, str | None], tuple[int, float | None, float]] = {}
         self.device: list[int] = []
         self.metric: list[int] = []
         self.ts: list[int] = []
         self.value: list[float] = []
         self.quality: list[int] = []
         self.rejections: list[Rejection] = []
-        # Column chunks from add_columns, interleaved with the lists' rows by _Chunk.at at take().
-        self._chunks: list[_Chunk] = []
+        # Column chunks from add_columns: chunk k is one array per column, and goes after the first
+        # _chunk_at[k] rows of the lists above at take(). Parallel lists of arrays rather than a
+        # tuple per chunk: nothing that lives until take() for the garbage collector to count.
+        self._chunk_at: list[int] = []
+        self._chunks: _ChunkColumns = ([], [], [], [], [])
         self._chunk_rows = 0
         self._tables: dict[tuple[str, Fields], _FieldTable | None] = {}
         self._raw: RawMessage | None = None
         self._mark = 0
         self._rejects_mark = 0
         self._chunks_mark = 0
-        self._chunk_rows_mark = 0
         self._last_id = ""
         self._last_entry: DeviceEntry | None = None
 
@@ -118,21 +114,27 @@ class ColumnBuilder:
         self._raw = raw
         self._mark = len(self.device)
         self._rejects_mark = len(self.rejections)
-        self._chunks_mark = len(self._chunks)
-        self._chunk_rows_mark = self._chunk_rows
+        self._chunks_mark = len(self._chunk_at)
 
     def commit(self) -> int:
         """Keep what the current message added; returns how many readings that was."""
         self._raw = None
-        return len(self.device) - self._mark + self._chunk_rows - self._chunk_rows_mark
+        added = len(self.device) - self._mark
+        if len(self._chunk_at) != self._chunks_mark:
+            added += sum(map(len, self._chunks[0][self._chunks_mark :]))
+        return added
 
     def rollback(self, error: DecodeError) -> None:
         """Drop what the current message added and record the message as rejected."""
         assert self._raw is not None  # noqa: S101 - begin() is always called first
         m = self._mark
         del self.device[m:], self.metric[m:], self.ts[m:], self.value[m:], self.quality[m:]
-        del self._chunks[self._chunks_mark :]
-        self._chunk_rows = self._chunk_rows_mark
+        c = self._chunks_mark
+        if len(self._chunk_at) != c:
+            self._chunk_rows -= sum(map(len, self._chunks[0][c:]))
+            del self._chunk_at[c:]
+            for column in self._chunks:
+                del column[c:]
         del self.rejections[self._rejects_mark :]
         self.rejections.append(Rejection(self._raw, error))
         self._raw = None
@@ -146,23 +148,12 @@ class ColumnBuilder:
         raw = self._raw
         assert raw is not None  # noqa: S101 - begin() is always called first
         entry = self._entry(device_id, raw)
-        specs = self._metric_specs.get(entry.profile)
-        if specs is None:
-            specs = self._specs_of(entry.profile)
-        spec = specs.get(metric)
+        spec = self._reading_specs.get((entry.profile, metric, unit))
         if spec is None:
-            msg = (
-                f"metric {metric!r} is not reported by profile {entry.profile!r} "
-                f"(it reports {', '.join(sorted(specs))})"
-            )
-            raise DecodeError(DecodeReason.UNKNOWN_METRIC, msg, device_id)
-        index, canonical = spec
+            spec = self._reading_spec(entry.profile, metric, unit, device_id)
+        index, scale, offset = spec
         quality = 0
-        if unit is not None and unit != canonical:
-            try:
-                scale, offset = conversion(unit, canonical)
-            except UnitError as exc:
-                raise DecodeError(DecodeReason.UNKNOWN_UNIT, f"{metric}: {exc}", device_id) from exc
+        if scale is not None:
             value = value * scale + offset
         if not math.isfinite(value):
             quality |= Quality.NOT_A_NUMBER
@@ -260,7 +251,13 @@ class ColumnBuilder:
                 value[keep],
                 quality[keep],
             )
-        self._chunks.append(_Chunk(len(self.device), (dev, met, ts, value, quality)))
+        self._chunk_at.append(len(self.device))
+        chunks = self._chunks
+        chunks[0].append(dev)
+        chunks[1].append(met)
+        chunks[2].append(ts)
+        chunks[3].append(value)
+        chunks[4].append(quality)
         self._chunk_rows += len(dev)
         return True
 
@@ -268,39 +265,41 @@ class ColumnBuilder:
 
     def take(self) -> tuple[ReadingBatch, list[Rejection]]:
         """Everything committed so far as one batch plus the rejections; the builder starts empty."""
-        lists = (
+        lists: tuple[NDArray[Any], ...] = (
             np.array(self.device, dtype=np.int32),
             np.array(self.metric, dtype=np.int16),
             np.array(self.ts, dtype=np.int64),
             np.array(self.value, dtype=np.float64),
             np.array(self.quality, dtype=np.uint8),
         )
-        if self._chunks:
+        if self._chunk_at:
             # Rows in the order they were added: list rows up to each chunk's place, then the chunk.
-            pieces: list[list[NDArray[np.generic]]] = [[], [], [], [], []]
+            pieces: list[list[NDArray[Any]]] = [[], [], [], [], []]
+            chunk_columns: tuple[list[NDArray[Any]], ...] = self._chunks
             start = 0
-            for chunk in self._chunks:
-                for k, piece in enumerate(pieces):
-                    if chunk.at > start:
-                        piece.append(lists[k][start : chunk.at])
-                    piece.append(chunk.columns[k])
-                start = chunk.at
-            for k, piece in enumerate(pieces):
-                if len(lists[k]) > start:
-                    piece.append(lists[k][start:])
+            for k, at in enumerate(self._chunk_at):
+                for rows, chunks, piece in zip(lists, chunk_columns, pieces, strict=True):
+                    if at > start:
+                        piece.append(rows[start:at])
+                    piece.append(chunks[k])
+                start = at
+            for rows, piece in zip(lists, pieces, strict=True):
+                if len(rows) > start:
+                    piece.append(rows[start:])
             device, metric, ts, value, quality = (np.concatenate(p) for p in pieces)
         else:
             device, metric, ts, value, quality = lists
         batch = ReadingBatch(device=device, metric=metric, ts=ts, value=value, quality=quality)
         rejections = self.rejections
         self.device, self.metric, self.ts, self.value, self.quality = [], [], [], [], []
-        self._chunks, self._chunk_rows = [], 0
+        self._chunk_at, self._chunks, self._chunk_rows = [], ([], [], [], [], []), 0
         self.rejections = []
         return batch, rejections
 
     def forget_profiles(self) -> None:
         """Drop cached profile lookups (after a profile changed in the registry)."""
         self._metric_specs.clear()
+        self._reading_specs.clear()
         self._tables.clear()
         self._last_id, self._last_entry = "", None
 
@@ -324,6 +323,35 @@ class ColumnBuilder:
             msg = f"device {device_id!r} is decommissioned"
             raise DecodeError(DecodeReason.DECOMMISSIONED, msg, device_id)
         return entry
+
+    def _reading_spec(
+        self, profile_id: str, metric: str, unit: str | None, device_id: str
+    ) -> tuple[int, float | None, float]:
+        """``(metric index, scale, offset)`` of a reading, remembered; scale None: no conversion.
+
+        Raises:
+            DecodeError: UNKNOWN_METRIC or UNKNOWN_UNIT, naming ``device_id``.
+        """
+        specs = self._metric_specs.get(profile_id)
+        if specs is None:
+            specs = self._specs_of(profile_id)
+        spec = specs.get(metric)
+        if spec is None:
+            msg = (
+                f"metric {metric!r} is not reported by profile {profile_id!r} "
+                f"(it reports {', '.join(sorted(specs))})"
+            )
+            raise DecodeError(DecodeReason.UNKNOWN_METRIC, msg, device_id)
+        index, canonical = spec
+        found: tuple[int, float | None, float] = (index, None, 0.0)
+        if unit is not None and unit != canonical:
+            try:
+                scale, offset = conversion(unit, canonical)
+            except UnitError as exc:
+                raise DecodeError(DecodeReason.UNKNOWN_UNIT, f"{metric}: {exc}", device_id) from exc
+            found = (index, scale, offset)
+        self._reading_specs[profile_id, metric, unit] = found
+        return found
 
     def _specs_of(self, profile_id: str) -> dict[str, tuple[int, str]]:
         profile = self._profile(profile_id)

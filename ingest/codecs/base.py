@@ -65,6 +65,10 @@ class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
     received_ms: int
 
 
+Fields = tuple[tuple[str, str | None], ...]
+"""``(metric, unit as sent)`` of each field of a batch given to `Sink.add_columns`."""
+
+
 class Sink(Protocol):
     """Where a codec writes what it decodes: one call per reading, a rejection per bad part.
 
@@ -93,14 +97,15 @@ class Sink(Protocol):
         self,
         device: Sequence[str],
         ts: NDArray[np.int64] | None,
-        fields: tuple[tuple[str, str | None], ...],
+        fields: Fields,
         value: NDArray[np.float64],
         present: NDArray[np.bool_] | None = None,
     ) -> bool:
         """Add the readings of N records at once, exactly as `add` would add them one by one, or nothing.
 
         Args:
-            device: each record's device id (N).
+            device: each record's device id (N), as the payload gives it: anything that is not a
+                registered id (a number, an empty string, null...) makes the call add nothing.
             ts: each record's time in epoch ms (N); None means "use the receive time" for every one.
             fields: ``(metric, unit as sent)`` of each of the F fields; unit None means canonical.
             value: ``value[i, j]`` is record i's value of field j, (N, F).

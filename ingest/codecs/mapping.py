@@ -12,22 +12,24 @@ A profile describes a vendor's JSON instead of shipping code for it::
 Pointers of ``device`` and ``time`` are relative to each record; one that starts with ``^`` (``^/ts``) is
 taken from the message root instead, e.g. a batch that shares one time. A field missing from a record
 (or null) is skipped, since devices report subsets; a record with none of the fields is rejected.
+
+A batch of at least `COLUMNS_FROM` regular records (every pointer into a record one object key) is
+decoded a column at a time (`ingest.codecs._columnar`); whenever anything in it is irregular, the
+per-record loop decodes the message instead, so both give the same readings and rejections.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 import msgspec
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ingest import units
 from ingest.codecs import register
+from ingest.codecs._columnar import COLUMNS_FROM, Columnar
 from ingest.codecs._time import TimeFormat, TimeParser, parser, zone
 from ingest.codecs.base import DecodeError, DecodeReason, RawMessage, Sink
 
@@ -44,9 +46,6 @@ _MISSING: Any = object()
 _DEVICE_REASONS = frozenset(
     {DecodeReason.UNKNOWN_DEVICE, DecodeReason.WRONG_VENDOR, DecodeReason.DECOMMISSIONED}
 )
-# What a field's value may be for the columnar path: what the loop takes as a number without parsing
-# a string, and null (a field the record does not report).
-_COLUMN_KINDS = frozenset({float, int, bool, type(None)})
 
 
 def compile_pointer(text: str) -> Pointer:
@@ -205,12 +204,15 @@ class MappingCodec:
     """Decodes any JSON shape a `MappingConfig` describes; a bad record or field is rejected alone."""
 
     name = "mapping"
-    columns_from = 16
-    """Batches of at least this many records try the columnar path first (below it, numpy's fixed
-    cost per call is more than the per-record loop's cost)."""
 
-    def __init__(self, config: MappingConfig, *, site_zone: str) -> None:
-        """Compile the pointers and the time parser; ``site_zone`` is for zone-less ISO times."""
+    def __init__(
+        self, config: MappingConfig, *, site_zone: str, columns_from: int | None = COLUMNS_FROM
+    ) -> None:
+        """Compile the pointers and the time parser; ``site_zone`` is for zone-less ISO times.
+
+        ``columns_from``: batches of at least this many records take the columnar fast path
+        (`ingest.codecs._columnar`); None: never (tests compare the two paths with it).
+        """
         self._decoder = msgspec.json.Decoder()
         self._records_path = config.records
         self._records = None if config.records is None else compile_pointer(config.records)
@@ -230,31 +232,49 @@ class MappingCodec:
             for f in config.fields
             for ptr in (compile_pointer(f.path),)
         )
-        # The columnar path (_decode_columns) needs every pointer taken from the record to be one
-        # object key: a plain item lookup, done with an itemgetter over the whole batch.
-        keys = tuple(f.key for f in self._fields if f.key is not None)
-        self._column_keys = keys if len(keys) == len(self._fields) else None
-        self._column_getters = tuple(map(itemgetter, keys)) if self._column_keys else None
-        self._column_fields = tuple((f.metric, f.unit) for f in self._fields)
-        # x * 1.0 is x for every float (and float(x) for an int or bool): skip it when it is all.
-        scales = [f.scale for f in self._fields]
-        self._column_scale = (
-            None if all(s == 1.0 for s in scales) else np.array(scales, dtype=np.float64)
+        # A per-record device or time pointer that is one object key is a plain dict lookup (None:
+        # walk the pointer). Worked out here once: no call per message for what the config fixes.
+        record_device = self._device[0] if self._device and not self._device[1] else None
+        record_time = self._time if self._time and not self._time[1] else None
+        self._record_device_key = _single_key(record_device)
+        self._record_time_key = _single_key(record_time[0]) if record_time else None
+        self._columnar = (
+            None
+            if columns_from is None
+            else self._fast_path(columns_from, record_device, record_time)
         )
-        self._column_device: Callable[[Any], Any] | None = None
-        if self._device is not None and not self._device[1]:
-            key = _single_key(self._device[0])
-            if key is None:
-                self._column_getters = None
-            else:
-                self._column_device = itemgetter(key)
-        self._column_time: tuple[Callable[[Any], Any], TimeParser] | None = None
-        if self._time is not None and not self._time[1]:
-            key = _single_key(self._time[0])
-            if key is None:
-                self._column_getters = None
-            else:
-                self._column_time = (itemgetter(key), self._time[2])
+
+    def _fast_path(
+        self,
+        columns_from: int,
+        record_device: Pointer | None,
+        record_time: tuple[Pointer, bool, TimeParser] | None,
+    ) -> Columnar | None:
+        """The columnar fast path, when every pointer into a record is one object key."""
+        keys = tuple(f.key for f in self._fields if f.key is not None)
+        time_key = self._record_time_key
+        if (
+            len(keys) != len(self._fields)
+            or (record_device is not None and self._record_device_key is None)
+            or (record_time is not None and time_key is None)
+        ):
+            return None
+        from_root = (self._device is not None and self._device[1]) or (
+            self._time is not None and self._time[1]
+        )
+        # Straight into structs needs the records array at a fixed place and nothing from the root.
+        typed = self._records is not None and not from_root
+        return Columnar(
+            records=tuple(k for k, _ in self._records)
+            if typed and self._records is not None
+            else None,
+            device_key=self._record_device_key,
+            time=(time_key, record_time[2]) if record_time and time_key else None,
+            keys=keys,
+            fields=tuple((f.metric, f.unit) for f in self._fields),
+            scales=[f.scale for f in self._fields],
+            columns_from=columns_from,
+        )
 
     def decode(self, raw: RawMessage, sink: Sink) -> None:
         """Decode one message into ``sink``.
@@ -264,6 +284,12 @@ class MappingCodec:
                 WRONG_TYPE (no records array), or a device or time taken from the message root
                 (or the topic) that is refused.
         """
+        columnar, columns = self._columnar, True
+        if columnar is not None and len(raw.payload) >= columnar.typed_from >= 0:
+            added = columnar.from_payload(raw.payload, sink, device=raw.device_id)
+            if added:
+                return
+            columns = added is None  # False: a regular batch the loop must take (see from_payload)
         try:
             doc = self._decoder.decode(raw.payload)
         except msgspec.DecodeError as exc:  # ValidationError here means a number out of range
@@ -291,9 +317,10 @@ class MappingCodec:
             else:
                 record_time = (ptr, parse)
         if (
-            len(records) >= self.columns_from
-            and self._column_getters is not None
-            and self._decode_columns(records, sink, device=device, ts=ts)
+            columns
+            and columnar is not None
+            and len(records) >= columnar.columns_from
+            and columnar.from_dicts(records, sink, device=device, ts=ts)
         ):
             return
         self._decode_records(
@@ -319,9 +346,9 @@ class MappingCodec:
         add, reject, fields = sink.add, sink.reject, self._fields
         topic_device = device
         # A one-key pointer is a plain dict lookup on the record; None: walk the pointer.
-        device_key = _single_key(record_device)
+        # Keys worked out once in __init__: no call per message for what the config fixes.
+        device_key, time_key = self._record_device_key, self._record_time_key
         time_ptr, parse = record_time if record_time is not None else ((), None)
-        time_key = _single_key(time_ptr)
         for i, rec in enumerate(records):
             get = rec.get if type(rec) is dict else None
             if record_device is not None:
@@ -366,105 +393,6 @@ class MappingCodec:
                     reject(self._not_a_number(i, path, v, device))
             if not found:
                 reject(self._no_fields(i, device))
-
-    def _decode_columns(
-        self, records: list[Any] | tuple[Any], sink: Sink, *, device: str, ts: int | None
-    ) -> bool:
-        """The fast path for a batch of regular records: each column at once, into `Sink.add_columns`.
-
-        Returns:
-            True when every record was added. False, having added nothing, when anything is irregular
-            (a record that is not an object, a device id or time the loop would reject, a value that is
-            not a JSON number or boolean, a record with none of the fields) or the sink declines: the
-            per-record loop then decodes the message and rejects exactly what it always did.
-        """
-        n = len(records)
-        try:
-            # An itemgetter raises KeyError for a missing key, TypeError for a record that is no object.
-            get_device = self._column_device
-            ids = list(map(get_device, records)) if get_device is not None else [device] * n
-            ts_col: NDArray[np.int64] | None = None
-            if self._column_time is not None:
-                ts_col = self._column_times(records, *self._column_time)
-            elif ts is not None:
-                ts_col = np.full(n, ts, dtype=np.int64)
-            values = self._column_values(records)
-        except (KeyError, TypeError, OverflowError, DecodeError):
-            return False
-        if values is None:
-            return False
-        value, present = values
-        if self._column_scale is not None:
-            with np.errstate(over="ignore"):  # inf, as Python's float product gives in the loop
-                value = value * self._column_scale
-        return sink.add_columns(ids, ts_col, self._column_fields, value, present)
-
-    @staticmethod
-    def _column_times(
-        records: list[Any] | tuple[Any], get: Callable[[Any], Any], parse: TimeParser
-    ) -> NDArray[np.int64]:
-        """Each record's time, parsed once per distinct value (a batch usually shares one).
-
-        Raises:
-            DecodeError: a time the loop would reject. KeyError: a record without one. TypeError: a
-                time that is an array or object (unhashable).
-        """
-        n = len(records)
-        times = list(map(get, records))
-        first = times[0]
-        # Values equal as dict keys (1 and 1.0) parse to the same ms, or both fail.
-        if times.count(first) == n:
-            return np.full(n, parse(first), dtype=np.int64)
-        parsed = {t: parse(t) for t in set(times)}
-        return np.fromiter(map(parsed.__getitem__, times), dtype=np.int64, count=n)
-
-    def _column_values(
-        self, records: list[Any] | tuple[Any]
-    ) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None] | None:
-        """Values as (records, fields) and which are present (None: all), or None if one is irregular.
-
-        Raises:
-            OverflowError: an integer beyond the float range.
-        """
-        n, getters = len(records), self._column_getters
-        assert getters is not None  # noqa: S101 - only called on the columnar path
-        try:
-            columns = [list(map(get, records)) for get in getters]
-            for column in columns:
-                # The cheapest check that every value is a JSON number or boolean: a string (which
-                # the loop parses), null, array or object makes it raise TypeError.
-                sum(column)
-        except (KeyError, TypeError):
-            return self._sparse_values(records)
-        if len(columns) == 1:
-            return np.fromiter(columns[0], dtype=np.float64, count=n).reshape(n, 1), None
-        return np.array(columns, dtype=np.float64).T, None
-
-    def _sparse_values(
-        self, records: list[Any] | tuple[Any]
-    ) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None] | None:
-        """`_column_values` when some records lack some fields (absent or null): skipped, as the loop does.
-
-        Raises:
-            OverflowError: an integer beyond the float range.
-        """
-        keys = self._column_keys
-        assert keys is not None  # noqa: S101 - only called on the columnar path
-        try:
-            columns = [[r.get(k) for r in records] for k in keys]
-        except AttributeError:  # a record that is not an object
-            return None
-        kinds: set[type] = set()
-        for column in columns:
-            kinds.update(map(type, column))
-        if not kinds <= _COLUMN_KINDS:
-            return None  # a numeric string (parsed by the loop) or a value that is no number
-        value = np.array(columns, dtype=np.float64).T  # null becomes NaN
-        # Only a null is NaN here: JSON has no NaN, and no number or boolean converts to it.
-        present = ~np.isnan(value)
-        if not present.any(axis=1).all():
-            return None  # a record with none of the fields, rejected by the loop
-        return value, present
 
     # -- the rare paths, kept out of the loop ----------------------------------------------------
 
