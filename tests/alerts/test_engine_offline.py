@@ -1,0 +1,151 @@
+"""Offline rules on a timeline: detection on the timer, debounce, recovery, reminders, dark areas."""
+
+from __future__ import annotations
+
+from devices.registry import Registry
+from tests.alerts.city import city_registry  # noqa: F401 - the `registry` fixture
+from tests.alerts.timeline import Timeline, cleared, fired, rules
+
+# Water level gauges report every 300 s: offline after 900 s of silence.
+OFFLINE = """
+- id: wl-offline
+  kind: offline
+  device_type: water_level
+  after_intervals: 3
+  level: yellow
+"""
+
+HARBOR_ONLY = OFFLINE + "  areas: [demo/harbor]\n"
+
+
+def _alive(tl: Timeline, devices: list[str], at: float) -> None:
+    tl.push_many(at=at, readings=[(d, "water_level", 3.0, at, 0) for d in devices])
+
+
+def test_detected_within_one_tick_of_the_limit_on_the_timer_not_on_arrival(
+    registry: Registry,
+) -> None:
+    tl = Timeline(registry, rules(HARBOR_ONLY))
+    _alive(tl, ["wl-h1"], at=100)
+    tl.ticks(0, 999)
+    _alive(tl, ["wl-a1"], at=1000.5)  # other devices' data does not run detection
+    tl.want()
+    tl.tick(at=1000)  # 900 s after the last reading
+    tl.want(
+        fired(
+            "wl-offline",
+            "wl-h1",
+            "yellow",
+            at=1000,
+            summary_has="no data for 15 min (expected every 5 min)",
+        )
+    )
+    tl.ticks(1001, 1500)
+    tl.want()
+    tl.want(fired("wl-offline", "wl-h1", "yellow"), between=(999, 1001))
+
+
+def test_devices_never_heard_count_from_when_the_engine_started(registry: Registry) -> None:
+    tl = Timeline(registry, rules(HARBOR_ONLY))
+    tl.ticks(0, 899, every=10)
+    tl.want()
+    tl.tick(at=900)
+    tl.want(fired("wl-offline", "wl-h1", "yellow", at=900))
+
+
+def test_gaps_shorter_than_the_limit_never_alert(registry: Registry) -> None:
+    tl = Timeline(registry, rules(HARBOR_ONLY))
+    for t in (0, 500, 1390, 2280, 2400):  # gaps of 500, 890, 890, 120 s
+        _alive(tl, ["wl-h1"], at=t)
+        tl.ticks(t, t + 880, every=20)
+    tl.want()
+
+
+def test_recovery_clears_at_once_when_data_returns(registry: Registry) -> None:
+    tl = Timeline(registry, rules(HARBOR_ONLY))
+    _alive(tl, ["wl-h1"], at=0)
+    tl.ticks(0, 1200, every=30)
+    tl.want(fired("wl-offline", "wl-h1", "yellow", at=900))
+    _alive(tl, ["wl-h1"], at=1234)  # not waiting for a tick
+    tl.want(cleared("wl-offline", "wl-h1", at=1234, level="yellow"))
+    assert "data again after 20 min" in tl.events[-1].summary
+    tl.ticks(1235, 2000, every=30)
+    tl.want()
+
+
+def test_reminders_while_still_offline(registry: Registry) -> None:
+    tl = Timeline(registry, rules(HARBOR_ONLY + "  remind_s: 3600\n"))
+    _alive(tl, ["wl-h1"], at=0)
+    tl.ticks(0, 8200, every=100)
+    tl.want(
+        fired("wl-offline", "wl-h1", "yellow", at=900),
+        fired(
+            "wl-offline", "wl-h1", "yellow", at=4500, summary_has="still no data, for 1 h 15 min"
+        ),
+        fired(
+            "wl-offline", "wl-h1", "yellow", at=8100, summary_has="still no data, for 2 h 15 min"
+        ),
+    )
+
+
+def test_a_street_going_dark_gives_one_area_event_not_one_per_device(registry: Registry) -> None:
+    tl = Timeline(
+        registry,
+        rules(OFFLINE + "  area: {depth: 3, min_devices: 3, min_fraction: 0.5}\n"),
+    )
+    # Four riverside gauges report at different phases and then all stop; the harbour one keeps on.
+    for d, t in (("wl-a1", 0), ("wl-a2", 100), ("wl-a3", 200), ("wl-a4", 250)):
+        _alive(tl, [d], at=t)
+    for t in range(0, 3000, 60):
+        _alive(tl, ["wl-h1"], at=t + 30)
+        tl.tick(at=t)
+    tl.want(
+        fired(
+            "wl-offline",
+            "area:demo/riverside/s1",
+            "yellow",
+            at=900,
+            summary_has="4 of 4 devices (water_level) went silent together",
+        ),
+    )
+    # Three come back: the area is no longer dark; the one still silent now raises its own event.
+    _alive(tl, ["wl-a1", "wl-a2", "wl-a3"], at=3000)
+    tl.want(
+        cleared("wl-offline", "area:demo/riverside/s1", at=3000),
+        fired("wl-offline", "wl-a4", "yellow", at=3000),
+    )
+    _alive(tl, ["wl-a4"], at=3100)
+    tl.want(cleared("wl-offline", "wl-a4", at=3100))
+
+
+def test_one_device_failing_in_an_area_is_a_device_event(registry: Registry) -> None:
+    tl = Timeline(
+        registry,
+        rules(OFFLINE + "  area: {depth: 3, min_devices: 3, min_fraction: 0.5}\n"),
+    )
+    for t in range(0, 2000, 100):
+        _alive(tl, ["wl-a1", "wl-a2", "wl-a3", "wl-h1"], at=t)
+        tl.tick(at=t + 50)
+    tl.want(fired("wl-offline", "wl-a4", "yellow", at=950))
+
+
+def test_an_area_already_alerted_device_keeps_its_alert_when_the_area_goes_dark(
+    registry: Registry,
+) -> None:
+    tl = Timeline(
+        registry,
+        rules(OFFLINE + "  area: {depth: 3, min_devices: 3, min_fraction: 0.5}\n"),
+    )
+    for t in range(0, 1000, 100):
+        _alive(tl, ["wl-a1", "wl-a2", "wl-a3", "wl-h1"], at=t)
+        tl.tick(at=t + 50)
+    tl.want(fired("wl-offline", "wl-a4", "yellow", at=950))
+    for t in range(1000, 3000, 100):
+        _alive(tl, ["wl-h1"], at=t)
+        tl.tick(at=t + 50)
+    # The other three missed 1.5 reports (suspect) by 1350 s, and one of them (wl-a4) is offline.
+    tl.want(fired("wl-offline", "area:demo/riverside/s1", "yellow", at=1350))
+    assert {(a.source, a.level.label) for a in tl.engine.active()} == {
+        ("device:wl-a4", "yellow"),
+        ("area:demo/riverside/s1", "yellow"),
+    }
