@@ -16,6 +16,11 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from alerts import api as alerts_api
+from alerts.errors import AlertError
+from alerts.notify import AlertFeed, Notifications
+from alerts.silences import SilenceStore
+from alerts.store import AlertStore
 from devices import api as devices_api
 from devices import auth_api, manage_api
 from devices.access import AuthError, ForbiddenError, Role, StaffOnly
@@ -86,6 +91,10 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadQueryError)
     async def _bad_query(request: Request, exc: BadQueryError) -> JSONResponse:
         return _problem(400, "Bad query", str(exc), request)
+
+    @app.exception_handler(AlertError)
+    async def _alert(request: Request, exc: AlertError) -> JSONResponse:
+        return _problem(exc.status, exc.title, str(exc), request, **exc.problem_extra())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -177,7 +186,29 @@ class Components:
             on_batch=[self._to_state],
             on_status=[self._status_to_state],
         )
+        # Alert changes fan out to MQTT (hub/alerts/{level}/{id}), webhooks, the people's
+        # notifications (grouped, silenced, escalated) and, later, the websocket feed.
+        feed = AlertFeed()
+        self.alerts = AlertStore(
+            settings.registry,
+            policy=settings.alert_policy,
+            on_change=feed.publish,
+            vendor_of=self._vendor_of,
+        )
+        self.silences = SilenceStore(settings.registry)
+        self.notifications = Notifications(
+            settings.notify,
+            feed=feed,
+            publisher=self.pipeline.transport,
+            store=self.alerts,
+            silences=self.silences,
+        )
+        self.notifications.start()
         self.started = time.time()
+
+    def _vendor_of(self, device_id: str) -> str | None:
+        entry = self.registry.interner.devices.get(device_id)
+        return entry.vendor if entry is not None else None
 
     def _bootstrap_admin(self) -> None:
         """A fresh hub has one administrator, whose generated password waits in a 0600 file."""
@@ -238,6 +269,9 @@ class Components:
 
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
+        self.notifications.stop()
+        self.alerts.dispose()
+        self.silences.dispose()
         self.store.close()
         self.credentials.dispose()
         if self.broker is not None:
@@ -263,6 +297,8 @@ def create_app(
         app.state.dead_letters = components.dead_letters
         app.state.live = components.live
         app.state.users = components.users
+        app.state.alert_store = components.alerts
+        app.state.silence_store = components.silences
         app.state.authenticator = components.users
         app.state.credentials = components.credentials
         app.state.codec_check = _check_codec
@@ -272,6 +308,7 @@ def create_app(
             asyncio.create_task(components.retention(), name="store.retention"),
             asyncio.create_task(components.watch_registry(), name="registry.watch"),
             asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
+            asyncio.create_task(components.notifications.run(), name="alerts.notify"),
         ]
         try:
             yield
@@ -295,6 +332,8 @@ def create_app(
     app.include_router(manage_api.router)
     app.include_router(ingest_api.router)
     app.include_router(health_api.router)
+    app.include_router(alerts_api.router)
+    app.include_router(alerts_api.silences_router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alerts.notify import NotifySettings
+from alerts.store import AlertPolicy
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -120,6 +123,8 @@ class HubSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    alert_policy: AlertPolicy = Field(default_factory=AlertPolicy)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from alerts.events import ConditionEvent, Level
 from devices.access import Role
 from devices.users import UserStore
 from tests.hub.conftest import ServedHub
@@ -26,8 +27,16 @@ B = {
     "profile_id": "hydrox-wl",
     "vendor_id": "hydrox",
     "name": "hydrox-ops",
+    "alert_id": "1",
+    "silence_id": "1",
 }
-A = {"device_id": "bin-00001", "profile_id": "acme-bin", "vendor_id": "acme", "name": "acme-ops"}
+A = {
+    "device_id": "bin-00001",
+    "profile_id": "acme-bin",
+    "vendor_id": "acme",
+    "name": "acme-ops",
+    "alert_id": "2",
+}
 
 PROFILE_BODY = {
     "id": "hydrox-wl",
@@ -74,6 +83,22 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/vendors/{vendor_id}/health"): None,
     ("GET", "/healthz"): "public",
     ("GET", "/api/v1/status"): "staff",
+    ("GET", "/api/v1/alerts"): "list",
+    ("GET", "/api/v1/alerts/{alert_id}"): None,
+    ("POST", "/api/v1/alerts/{alert_id}/ack"): {},
+    ("POST", "/api/v1/alerts/{alert_id}/assign"): {"assignee": "acme-ops"},
+    ("POST", "/api/v1/alerts/{alert_id}/dispatch"): {"unit": "u1"},
+    ("POST", "/api/v1/alerts/{alert_id}/resolve"): {},
+    ("POST", "/api/v1/alerts/{alert_id}/close"): {"force": True},
+    ("POST", "/api/v1/alerts/{alert_id}/reopen"): {},
+    ("POST", "/api/v1/alerts/{alert_id}/comment"): {"note": "mine now"},
+    ("GET", "/api/v1/silences"): "staff",
+    ("POST", "/api/v1/silences"): {
+        "matchers": [{"name": "device", "value": "wl-00001"}],
+        "ends_at": "2100-01-01T00:00:00Z",
+        "comment": "hide B's alerts",
+    },
+    ("DELETE", "/api/v1/silences/{silence_id}"): None,
 }
 
 QUERY = {"/api/v1/devices/{device_id}/readings": {"metric": "water_level"}}
@@ -105,6 +130,21 @@ def vendors(hub: ServedHub) -> tuple[httpx.Client, httpx.Client]:
     users.create_user("hydrox-ops", Role.VENDOR, vendor="hydrox", password=PASSWORD)
     acme, hydrox = hub.client("acme-ops", PASSWORD), hub.client("hydrox-ops", PASSWORD)
     B_TOKEN_ID[0] = hydrox.post("/api/v1/auth/tokens", json={"name": "b"}).json()["id"]
+    # An alert about each vendor's device: 1 is B's, 2 is A's.
+    alerts = hub.server.config.app.state.alert_store  # type: ignore[attr-defined]
+    for device in (B["device_id"], A["device_id"]):
+        alerts.apply(
+            ConditionEvent(
+                rule="r",
+                source=f"device:{device}",
+                kind="threshold",
+                level=Level.RED,
+                firing=True,
+                at_ms=1,
+                summary="s",
+                device=device,
+            )
+        )
     # Dead letters of both vendors, so the rejects listing has something to leak.
     m = hub.settings.mqtt
     with Publisher(m.host, m.port) as pub:
@@ -188,6 +228,7 @@ def test_vendor_a_reaches_its_own_objects_by_the_same_routes(
         "/api/v1/devices/{device_id}/health",
         "/api/v1/vendors/{vendor_id}/health",
         "/api/v1/users/{name}",
+        "/api/v1/alerts/{alert_id}",
     ):
         r = acme.get(_fill(path, A))
         assert r.status_code == 200, (path, r.text)
