@@ -179,6 +179,19 @@ class AlertStore:
         changes = self._write(lambda conn: self._apply(conn, event))
         return changes[-1] if changes else None
 
+    def apply_many(self, events: Sequence[ConditionEvent]) -> list[AlertChange]:
+        """`apply` each event in order, in one transaction: a storm's hundreds of events cost one commit.
+
+        All or nothing: if the transaction fails, no event of it is applied (the caller may retry).
+        """
+        if not events:
+            return []
+
+        def work(conn: Connection) -> list[AlertChange]:
+            return [c for e in events for c in self._apply(conn, e)]
+
+        return self._write(work)
+
     def act(
         self,
         alert_id: int,

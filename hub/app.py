@@ -17,8 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts import api as alerts_api
+from alerts import rules_api
 from alerts.errors import AlertError
 from alerts.notify import AlertFeed, Notifications
+from alerts.rulebook import RuleBook
 from alerts.silences import SilenceStore
 from alerts.store import AlertStore
 from devices import api as devices_api
@@ -29,7 +31,8 @@ from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, N
 from devices.loader import load_shipped
 from devices.registry import Registry
 from devices.users import UserStore
-from hub import health_api
+from hub import areas_api, health_api, screen_api
+from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
 from hub.embedded_broker import EmbeddedBroker
 from hub.live import HubLiveView
@@ -204,6 +207,19 @@ class Components:
             silences=self.silences,
         )
         self.notifications.start()
+        # The rule engine reads every stored batch and the clock; its condition events become alerts.
+        self.rule_book = RuleBook(
+            settings.registry, paths=settings.rules.paths, shipped=settings.rules.shipped
+        )
+        self.alerting = Alerting(
+            self.registry,
+            self.rule_book,
+            self.alerts,
+            settings.data_dir / settings.rules.state_file,
+            tick_s=settings.rules.tick_s,
+            save_s=settings.rules.save_s,
+        )
+        self.pipeline.add_batch_handler(self.alerting.on_batch)
         self.started = time.time()
 
     def _vendor_of(self, device_id: str) -> str | None:
@@ -269,6 +285,8 @@ class Components:
 
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
+        self.alerting.close()
+        self.rule_book.dispose()
         self.notifications.stop()
         self.alerts.dispose()
         self.silences.dispose()
@@ -299,6 +317,8 @@ def create_app(
         app.state.users = components.users
         app.state.alert_store = components.alerts
         app.state.silence_store = components.silences
+        app.state.rule_book = components.rule_book
+        app.state.rule_engine = components.alerting.engine
         app.state.authenticator = components.users
         app.state.credentials = components.credentials
         app.state.codec_check = _check_codec
@@ -309,6 +329,7 @@ def create_app(
             asyncio.create_task(components.watch_registry(), name="registry.watch"),
             asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
             asyncio.create_task(components.notifications.run(), name="alerts.notify"),
+            asyncio.create_task(components.alerting.run(), name="alerts.engine"),
         ]
         try:
             yield
@@ -332,8 +353,11 @@ def create_app(
     app.include_router(manage_api.router)
     app.include_router(ingest_api.router)
     app.include_router(health_api.router)
+    app.include_router(areas_api.router)
+    app.include_router(screen_api.router)
     app.include_router(alerts_api.router)
     app.include_router(alerts_api.silences_router)
+    app.include_router(rules_api.router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:

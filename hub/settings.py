@@ -101,11 +101,38 @@ class IngestSettings(_Section):
     flush_interval_s: float = Field(0.02, gt=0, le=5, title="How often decoded readings are stored")
 
 
+class RulesSettings(_Section):
+    """Where alert rules come from and how the engine runs."""
+
+    shipped: bool = Field(
+        True,
+        title="Load the shipped rules",
+        description="alerts/data/rules.yaml, for the shipped device types",
+    )
+    paths: tuple[Path, ...] = Field(
+        (),
+        title="The city's rule files",
+        description="YAML files, or directories of them, read at start and by POST /api/v1/rules/reload",
+    )
+    tick_s: float = Field(
+        1.0, gt=0, le=60, title="How often time-driven rules run (offline, for, sums)"
+    )
+    save_s: float = Field(10.0, gt=0, title="How often the engine's state is saved")
+    state_file: str = Field("rule-state.npz", title="Engine state file, relative to data_dir")
+
+
 class HttpSettings(_Section):
     """The HTTP API and command screen."""
 
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8000, ge=1, le=65535, title="Listen port")
+    tile_url: str | None = Field(
+        None,
+        title="Base-map tiles for the command screen",
+        description="An XYZ template such as http://tiles.local/{z}/{x}/{y}.png (a tile server "
+        "inside the machine room); unset: the screen draws area outlines only, offline",
+    )
+    tile_attribution: str = Field("", title="Credit line drawn under the tiles")
 
 
 class HubSettings(BaseSettings):
@@ -123,6 +150,7 @@ class HubSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
     alert_policy: AlertPolicy = Field(default_factory=AlertPolicy)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 

@@ -72,6 +72,10 @@ class IngestPipeline:
         self._ranges = RangeTable.from_registry(registry)
         self.stats = PipelineStats()
 
+    def add_batch_handler(self, handler: BatchHandler) -> None:
+        """Also hand every stored batch to ``handler`` (after those given at construction)."""
+        self._on_batch.append(handler)
+
     async def run(self) -> None:
         """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
         self.transport.start()

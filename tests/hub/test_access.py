@@ -29,6 +29,7 @@ B = {
     "name": "hydrox-ops",
     "alert_id": "1",
     "silence_id": "1",
+    "rule_id": "water-level-high",
 }
 A = {
     "device_id": "bin-00001",
@@ -46,6 +47,14 @@ PROFILE_BODY = {
     "metrics": [{"name": "water_level", "unit": "m", "min": 0, "max": 10}],
     "report_interval_s": 60,
     "codec": {"codec": "senml"},
+}
+
+RULE_BODY = {
+    "id": "acme-wants-quiet",
+    "kind": "threshold",
+    "device_type": "water_level",
+    "metric": "water_level",
+    "levels": {"red": 99},
 }
 
 # (method, path) -> body for the walk, or None for no body. Every route of the app is listed.
@@ -99,6 +108,16 @@ ROUTES: dict[tuple[str, str], Any] = {
         "comment": "hide B's alerts",
     },
     ("DELETE", "/api/v1/silences/{silence_id}"): None,
+    ("GET", "/api/v1/rules"): "staff",
+    ("GET", "/api/v1/rules/history"): "staff",
+    ("GET", "/api/v1/rules/{rule_id}"): None,
+    ("POST", "/api/v1/rules"): RULE_BODY,
+    ("POST", "/api/v1/rules/validate"): RULE_BODY,
+    ("POST", "/api/v1/rules/reload"): {},
+    ("PUT", "/api/v1/rules/{rule_id}"): {**RULE_BODY, "id": "water-level-high"},
+    ("DELETE", "/api/v1/rules/{rule_id}"): None,
+    ("GET", "/api/v1/areas/geojson"): "staff",
+    ("GET", "/api/v1/screen/config"): "staff",
 }
 
 QUERY = {"/api/v1/devices/{device_id}/readings": {"metric": "water_level"}}
@@ -249,6 +268,8 @@ ROLE_CHECKS: list[tuple[str, str, Callable[[ServedHub], dict[str, Any]] | None, 
     ),
     ("GET", "/api/v1/status", None, {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER}),
     ("GET", "/api/v1/devices", None, set(Role)),
+    ("GET", "/api/v1/rules", None, {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER}),
+    ("POST", "/api/v1/rules/reload", None, {Role.ADMIN, Role.COMMANDER}),
 ]
 
 

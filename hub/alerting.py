@@ -1,0 +1,254 @@
+"""The rule engine at work in the hub: batches and the clock in, alerts out, rule state kept across restarts.
+
+`alerts` knows rules (`RuleEngine`) and alerts (`AlertStore`); this module runs them together:
+
+- every stored batch is evaluated (in a worker thread, so the event loop stays free for screens);
+- a timer ticks the engine every ``rules.tick_s`` for what happens without messages: offline
+  devices, ``for`` windows that elapse, sliding rain sums;
+- the condition events go, in order, to one applier thread that writes them to the alert store in
+  one transaction per burst (a storm's hundreds of events are one commit, not hundreds), from where
+  the alert feed publishes them (MQTT, webhooks, the people's notifications, the screens);
+- the engine's state is saved every ``rules.save_s`` and at shutdown, and reconciled with the
+  alert store at start, so a restart in the middle of a ``for`` window keeps the window and a
+  condition is never left half-known between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from alerts.engine import RuleEngine
+from alerts.events import ConditionEvent
+from alerts.rulebook import RuleBook
+from alerts.rules import Rule, RuleError
+from alerts.rulestate import Active
+from alerts.store import AlertStore
+from devices.registry import Registry
+from ingest.batch import ReadingBatch
+
+logger = logging.getLogger(__name__)
+
+_STOP: list[ConditionEvent] = []  # the applier's sentinel (compared by identity)
+
+
+def now_ms() -> int:
+    """Epoch milliseconds UTC: the engine's clock in the running hub."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class AlertingStats:
+    """What the engine and the applier have done, for ``/api/v1/status``."""
+
+    readings_evaluated: int = 0
+    batches_evaluated: int = 0
+    events: int = 0
+    changes: int = 0
+    apply_errors: int = 0
+    last_evaluate_ms: float = 0.0
+    last_apply_ms: float = 0.0
+    saves: int = 0
+
+
+class Alerting:
+    """Owns the running engine, its rule book subscription, the applier thread and the state file."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        book: RuleBook,
+        store: AlertStore,
+        state_path: Path,
+        *,
+        tick_s: float = 1.0,
+        save_s: float = 10.0,
+    ) -> None:
+        """Load the engine from ``state_path`` (a fresh one if missing or unreadable) and reconcile."""
+        self.registry = registry
+        self.book = book
+        self.store = store
+        self.state_path = state_path
+        self.tick_s = tick_s
+        self.save_s = save_s
+        self.stats = AlertingStats()
+        self._queue: queue.SimpleQueue[list[ConditionEvent]] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.engine = self._load_engine(book.rules())
+        book.subscribe(self._rules_changed)
+        self._applier = threading.Thread(target=self._apply_loop, name="alerts.apply", daemon=True)
+        self._applier.start()
+        self._reconcile()
+
+    def _load_engine(self, rules: Sequence[Rule]) -> RuleEngine:
+        try:
+            return RuleEngine.load(self.state_path, self.registry, rules, now_ms)
+        except RuleError:
+            # A damaged state file must not keep the city unwatched: start afresh, keep the file.
+            kept = self.state_path.with_suffix(".unreadable")
+            self.state_path.replace(kept)
+            logger.exception(
+                "rule state %s unreadable; starting afresh, kept as %s", self.state_path, kept
+            )
+            return RuleEngine(self.registry, rules, now_ms)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    async def on_batch(self, batch: ReadingBatch) -> None:
+        """Evaluate a stored batch (a pipeline ``on_batch`` hook)."""
+        events = await asyncio.to_thread(self._evaluate, batch)
+        self.emit(events)
+
+    def _evaluate(self, batch: ReadingBatch) -> list[ConditionEvent]:
+        t0 = time.perf_counter()
+        events = self.engine.evaluate(batch)
+        self.stats.last_evaluate_ms = (time.perf_counter() - t0) * 1000
+        self.stats.readings_evaluated += len(batch)
+        self.stats.batches_evaluated += 1
+        return events
+
+    async def run(self) -> None:
+        """Tick the engine and save its state on their intervals until cancelled; then save once more."""
+        next_save = time.monotonic() + self.save_s
+        try:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                self.emit(await asyncio.to_thread(self.engine.tick, now_ms()))
+                if time.monotonic() >= next_save:
+                    next_save = time.monotonic() + self.save_s
+                    await asyncio.to_thread(self.save)
+        finally:
+            await asyncio.to_thread(self.save)
+
+    def _rules_changed(self, rules: list[Rule]) -> None:
+        """The rule book changed (an edit over the API, or a reload): put the new set in force."""
+        events = self.engine.replace_rules(rules)
+        logger.info("%s rules in force; the change caused %s events", len(rules), len(events))
+        self.emit(events)
+
+    def emit(self, events: list[ConditionEvent]) -> None:
+        """Queue condition events for the alert store, in order."""
+        if events:
+            self._idle.clear()
+            self.stats.events += len(events)
+            self._queue.put(events)
+
+    # -- the applier ----------------------------------------------------------------------------
+
+    def _apply_loop(self) -> None:
+        while True:
+            burst = self._queue.get()
+            if burst is _STOP:
+                return
+            stop = False
+            while True:  # take everything queued now: one transaction for the whole burst
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                burst = burst + more
+            self._apply(burst)
+            if self._queue.empty():
+                self._idle.set()
+            if stop:
+                return
+
+    def _apply(self, events: list[ConditionEvent]) -> None:
+        delay = 0.05
+        while True:
+            t0 = time.perf_counter()
+            try:
+                changes = self.store.apply_many(events)
+            except Exception:
+                # The database is away (disk full, locked for long): keep the events and retry,
+                # in order; nothing the engine decided is dropped.
+                self.stats.apply_errors += 1
+                logger.exception(
+                    "writing %s alert events failed; retrying in %.1f s", len(events), delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.stats.last_apply_ms = (time.perf_counter() - t0) * 1000
+            self.stats.changes += len(changes)
+            return
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is in the alert store (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    # -- restart --------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the engine's state atomically (after the events it has emitted are in the store)."""
+        self.drain(timeout=5.0)
+        try:
+            self.engine.save(self.state_path)
+            self.stats.saves += 1
+        except OSError:
+            logger.exception("saving rule state to %s failed", self.state_path)
+
+    def _reconcile(self) -> None:
+        """Make the alert store agree with the engine's conditions after a (re)start.
+
+        The two are saved at different moments: a crash between an emitted event reaching the store
+        and the next state save leaves one knowing a condition the other does not. The engine's view
+        wins, as it is about the data: a firing alert the engine does not hold is cleared; a
+        condition the engine holds with no firing alert is raised.
+        """
+        held = {(a.source, a.rule): a for a in self.engine.active()}
+        at = now_ms()
+        events: list[ConditionEvent] = []
+        firing = set()
+        for alert in self.store.active_alerts():
+            if not alert.firing:
+                continue
+            firing.add((alert.source, alert.rule))
+            if (alert.source, alert.rule) not in held:
+                gone = Active(
+                    rule=alert.rule,
+                    source=alert.source,
+                    kind=alert.kind,
+                    level=alert.level,
+                    device=alert.device,
+                    area=alert.area,
+                    metric=alert.metric,
+                )
+                events.append(
+                    gone.cleared(at, "the rule engine no longer held the condition after a restart")
+                )
+        for key, active in held.items():
+            if key not in firing:
+                subject = active.device or active.area or active.source
+                events.append(
+                    ConditionEvent(
+                        rule=active.rule,
+                        source=active.source,
+                        kind=active.kind,
+                        level=active.level,
+                        firing=True,
+                        at_ms=at,
+                        summary=f"{subject}: condition of rule {active.rule} held at restart",
+                        device=active.device,
+                        area=active.area,
+                        metric=active.metric,
+                    )
+                )
+        if events:
+            logger.info("reconciled %s alert conditions with the rule engine's state", len(events))
+            self.emit(events)
+
+    def close(self) -> None:
+        """Apply what is queued and stop the applier (after `run` saved the state)."""
+        self._queue.put(_STOP)
+        self._applier.join(timeout=10)
