@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -384,6 +385,11 @@ def create_app(
             "in_flight": p.consumer.pending,
             "store_errors": p.stats.store_errors,
             "last_write_ms": round(p.stats.last_write_ms, 2),
+            "alerts": {
+                "rules": len(c.alerting.engine.rules),
+                "rule_failures": sum(c.alerting.engine.failures.values()),
+                **asdict(c.alerting.stats),
+            },
         }
 
     static = resources.files("hub") / "static"
