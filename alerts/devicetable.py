@@ -49,6 +49,9 @@ class DeviceTable:
         interval_s: the profile's expected report interval (NaN: no device).
         area: area path (``city/district/street/grid``; "" when unknown).
         lat, lon: position (NaN when unknown).
+        via: index of the gateway a device reports through (its tag ``gateway``), -1 for none:
+            a detector's reading arriving proves its gateway alive, though the gateway's own
+            messages carry only its detectors' readings.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class DeviceTable:
         area: NDArray[np.str_],
         lat: NDArray[np.float64],
         lon: NDArray[np.float64],
+        via: NDArray[np.intp] | None = None,
     ) -> None:
         """Take the columns as built by `from_registry` (tests may build one directly)."""
         self.version = version
@@ -78,6 +82,7 @@ class DeviceTable:
         self.area = area
         self.lat = lat
         self.lon = lon
+        self.via = via if via is not None else np.full(len(ids), -1, dtype=np.intp)
         self._scopes: dict[tuple[object, ...], Scope] = {}
         self._index: dict[str, int] | None = None
         self._groups: dict[int, tuple[NDArray[np.int32], list[str]]] = {}
@@ -122,7 +127,11 @@ class DeviceTable:
         lat = np.full(n, np.nan)
         lon = np.full(n, np.nan)
         query = sa.select(
-            devices_table.c.idx, devices_table.c.area, devices_table.c.lat, devices_table.c.lon
+            devices_table.c.idx,
+            devices_table.c.area,
+            devices_table.c.lat,
+            devices_table.c.lon,
+            devices_table.c.tags,
         ).where(devices_table.c.status != DeviceStatus.REPLACED.value)
         with registry.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -132,6 +141,12 @@ class DeviceTable:
             area[idx_col[keep]] = np.array([r[1] or "" for r in rows], dtype=object)[keep]
             lat[idx_col[keep]] = np.array([np.nan if r[2] is None else r[2] for r in rows])[keep]
             lon[idx_col[keep]] = np.array([np.nan if r[3] is None else r[3] for r in rows])[keep]
+        via = np.full(n, -1, dtype=np.intp)
+        for r in rows:
+            gateway = (r[4] or {}).get("gateway")
+            gw = interner.devices.get(gateway) if isinstance(gateway, str) else None
+            if gw is not None and r[0] < n and gw.index < n:
+                via[r[0]] = gw.index
         return cls(
             version=version,
             ids=ids,
@@ -144,6 +159,7 @@ class DeviceTable:
             area=area.astype(str),
             lat=lat,
             lon=lon,
+            via=via,
         )
 
     def in_areas(self, prefixes: Sequence[str]) -> NDArray[np.bool_]:

@@ -99,11 +99,13 @@ class RuleEngine:
             if not len(batch):
                 return events
             events += self._sync(int(batch.device.max()) + 1, now)
-            self._heard[batch.device] = now
-            if self._watch[batch.device].any():
+            via = self._table.via[batch.device]
+            heard = np.concatenate([batch.device, via[via >= 0]])
+            self._heard[heard] = now
+            if self._watch[heard].any():
                 # A device held offline was heard: clear it now rather than at the next tick.
                 for off in self._offline():
-                    if off.watching(batch.device):
+                    if off.watching(heard):
                         events += self._guarded(off, off.run, now, self._heard)
                 self._rewatch()
             for metric, rows in self._newest.split(batch, self._wanted).items():
@@ -142,6 +144,18 @@ class RuleEngine:
                 self._last_error[rt.rule_id] = text
                 logger.exception("rule %s failed; its other work goes on", rt.rule_id)
             return []
+
+    def heard_via(self, devices: NDArray[np.integer[Any]]) -> NDArray[np.intp]:
+        """For each of ``devices``, the gateway it reports through (-1: none, or not known yet).
+
+        A detector's reading proves its gateway alive; the hub's live state uses this too.
+        """
+        with self._lock:
+            via = self._table.via
+            inside = devices < len(via)
+            out = np.full(len(devices), -1, dtype=np.intp)
+            out[inside] = via[devices[inside]]
+            return out
 
     # -- rules ----------------------------------------------------------------------------------
 

@@ -32,10 +32,11 @@ from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, N
 from devices.loader import load_shipped
 from devices.registry import Registry
 from devices.users import UserStore
-from hub import areas_api, health_api, screen_api
+from hub import areas_api, feed_api, health_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
 from hub.embedded_broker import EmbeddedBroker
+from hub.feed import CameraSource, SituationFeed
 from hub.live import HubLiveView
 from hub.settings import HubSettings
 from hub.state import LiveState
@@ -131,7 +132,7 @@ def _check_codec(codec: dict[str, Any]) -> None:
 class Components:
     """Everything the running hub holds, built in the lifespan and closed after it."""
 
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(self, settings: HubSettings, cameras: CameraSource | None = None) -> None:
         """Open the registry, stores and live state (and start the embedded broker if configured)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -187,8 +188,10 @@ class Components:
             ),
             consumer=consumer,
             flush_interval=ing.flush_interval_s,
-            on_batch=[self._to_state],
-            on_status=[self._status_to_state],
+            # The situation feed right after live state (its snapshots read that state): it only
+            # queues, so it neither delays the rule engine's handler nor waits for any screen.
+            on_batch=[self._to_state, self._to_feed],
+            on_status=[self._status_to_state, self._status_to_feed],
         )
         # Alert changes fan out to MQTT (hub/alerts/{level}/{id}), webhooks, the people's
         # notifications (grouped, silenced, escalated) and, later, the websocket feed.
@@ -221,6 +224,9 @@ class Components:
             save_s=settings.rules.save_s,
         )
         self.pipeline.add_batch_handler(self.alerting.on_batch)
+        # The websocket situation feed: readings and statuses come through the hooks above.
+        self.feed = SituationFeed(settings.feed, self.registry, self.state, self.alerts, cameras)
+        feed.subscribe(self.feed.on_alert)
         self.started = time.time()
 
     def _vendor_of(self, device_id: str) -> str | None:
@@ -241,6 +247,7 @@ class Components:
 
     async def _to_state(self, batch: ReadingBatch) -> None:
         self.state.apply(batch)
+        self.state.seen(self.alerting.engine.heard_via(batch.device), batch.ts)
 
     async def _status_to_state(self, statuses: Sequence[StatusChange]) -> None:
         devices = self.registry.interner.devices
@@ -248,6 +255,12 @@ class Components:
             entry = devices.get(s.device_id)
             if entry is not None and entry.vendor == s.vendor:
                 self.state.mark_online(entry.index, s.online, s.ts_ms)
+
+    async def _to_feed(self, batch: ReadingBatch) -> None:
+        await self.feed.on_batch(batch)
+
+    async def _status_to_feed(self, statuses: Sequence[StatusChange]) -> None:
+        await self.feed.on_status(statuses)
 
     async def retention(self) -> None:
         """Delete readings past the retention period, hourly."""
@@ -298,18 +311,22 @@ class Components:
 
 
 def create_app(
-    settings: HubSettings | None = None, *, before_shutdown: Sequence[Callable[[], None]] = ()
+    settings: HubSettings | None = None,
+    *,
+    before_shutdown: Sequence[Callable[[], None]] = (),
+    cameras: CameraSource | None = None,
 ) -> FastAPI:
     """The hub's ASGI app; components start with the app's lifespan.
 
     ``before_shutdown`` runs first when the app stops, while the broker is still up (the demo stops
-    its simulator there, so it does not see the broker vanish under it).
+    its simulator there, so it does not see the broker vanish under it). ``cameras`` feeds the
+    situation feed's cameras (none by default).
     """
     settings = settings or HubSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        components = await asyncio.to_thread(Components, settings)
+        components = await asyncio.to_thread(Components, settings, cameras)
         app.state.components = components
         app.state.registry = components.registry
         app.state.store = components.store
@@ -331,6 +348,7 @@ def create_app(
             asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
             asyncio.create_task(components.notifications.run(), name="alerts.notify"),
             asyncio.create_task(components.alerting.run(), name="alerts.engine"),
+            asyncio.create_task(components.feed.run(), name="feed.situation"),
         ]
         try:
             yield
@@ -359,6 +377,7 @@ def create_app(
     app.include_router(alerts_api.router)
     app.include_router(alerts_api.silences_router)
     app.include_router(rules_api.router)
+    app.include_router(feed_api.router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:

@@ -52,6 +52,9 @@ def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] 
         port=settings.http.port,
         log_level="warning",
         ws="websockets-sansio",
+        # Feed frames are encoded once and shared by every screen; per-connection compression
+        # would redo that work per screen (zlib on megabytes a second per screen).
+        ws_per_message_deflate=False,
     )
 
 
@@ -69,13 +72,14 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> No
 
 
 def _prepare_demo(
-    settings: HubSettings, devices: int
+    settings: HubSettings, devices: int, rate: float
 ) -> tuple[list[Device], list[tuple[str, str, str]]]:
     """Register the demo city and one account per role; returns the devices and the accounts."""
     from devices.loader import load_shipped  # noqa: PLC0415
     from devices.registry import Registry  # noqa: PLC0415
     from devices.users import UserStore  # noqa: PLC0415
     from hub.democity import demo_devices  # noqa: PLC0415
+    from hub.demorules import tighten_offline_rules  # noqa: PLC0415
     from hub.demousers import ensure_demo_users  # noqa: PLC0415
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +89,7 @@ def _prepare_demo(
     registry.put_devices(city)
     registry.engine.dispose()
     console.print(f"demo city: {len(city)} devices registered in {settings.registry}")
+    tighten_offline_rules(settings, len(city) / rate)
     return city, ensure_demo_users(UserStore(settings.registry), settings.data_dir)
 
 
@@ -98,17 +103,22 @@ def demo(
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the page in a browser")
     ] = True,
+    storm_in: Annotated[
+        float | None,
+        typer.Option(help="Seconds until a rain storm hits Riverside (alerts follow); omit: none"),
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub on its embedded defaults with simulated sensors of a demo city."""
     _logging(verbose)
     from hub.broker_auth import simulator_login  # noqa: PLC0415
     from hub.simulator import run_simulation  # noqa: PLC0415
+    from hub.storm import demo_storm  # noqa: PLC0415
 
     started = time.monotonic()
     os.environ.setdefault("HUB_DATA_DIR", str(data_dir))
     settings = HubSettings()
-    city, accounts = _prepare_demo(settings, devices)
+    city, accounts = _prepare_demo(settings, devices, rate)
     # The simulator speaks for every demo device through its own broker account (the embedded
     # broker has auth on by default); the hub's lifespan writes that account into the broker's files.
     sim_user, sim_password = simulator_login(settings)
@@ -130,8 +140,10 @@ def demo(
             username=sim_user,
             password=sim_password,
             stop=stop,
+            scenarios=storm,
         )
 
+    storm = [] if storm_in is None else [demo_storm(time.time() + storm_in)]
     sim = threading.Thread(target=simulate, name="simulator", daemon=True)
     sim.start()
 
@@ -150,6 +162,12 @@ def demo(
             f"[bold green]ready[/bold green] in {time.monotonic() - started:.1f} s: {url}  "
             f"(API docs {url}docs; broker mqtt://{settings.mqtt.host}:{settings.mqtt.port}; Ctrl-C stops)"
         )
+        if storm:
+            console.print(
+                f"a rain storm hits {storm[0].district} at "
+                f"{time.strftime('%H:%M:%S', time.localtime(storm[0].start))}: covers open, the river "
+                f"rises, {storm[0].dark_street} goes dark; watch the alerts arrive"
+            )
         table = Table(title="log in as 登录账号 (one per role)", show_edge=False)
         for column in ("user", "role", "password"):
             table.add_column(column)

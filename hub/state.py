@@ -76,6 +76,16 @@ class LiveState:
             np.maximum.at(self.last_seen, batch.device, batch.ts)
             return np.asarray(series, dtype=np.intp)
 
+    def seen(self, devices: NDArray[np.intp], ts_ms: NDArray[np.int64]) -> None:
+        """Devices heard at ``ts_ms`` without readings of their own (a gateway, through its detectors)."""
+        keep = devices >= 0
+        if not keep.any():
+            return
+        devices, ts_ms = devices[keep], ts_ms[keep]
+        with self._lock:
+            self._grow(int(devices.max()) + 1, self.shape[1])
+            np.maximum.at(self.last_seen, devices, ts_ms)
+
     def mark_online(self, device: int, online: bool, ts_ms: int) -> None:
         """Record a device's own online/offline status message."""
         with self._lock:

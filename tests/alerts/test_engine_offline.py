@@ -149,3 +149,45 @@ def test_an_area_already_alerted_device_keeps_its_alert_when_the_area_goes_dark(
         ("device:wl-a4", "yellow"),
         ("area:demo/riverside/s1", "yellow"),
     }
+
+
+GATEWAY_OFFLINE = """
+- id: gw-offline
+  kind: offline
+  device_type: gateway
+  after_s: 100
+  level: blue
+"""
+
+
+def test_a_gateway_is_alive_while_its_detectors_readings_arrive(registry: Registry) -> None:
+    from devices.profiles import Device  # noqa: PLC0415
+
+    # A gateway's messages carry only its detectors' readings (trafix): those prove it alive.
+    registry.put_devices(
+        [
+            Device(id="tgw-1", vendor="trafix", profile="trafix-gw", area=HARBOR_AREA),
+            *(
+                Device(
+                    id=f"tf-{i}",
+                    vendor="trafix",
+                    profile="trafix-flow",
+                    area=HARBOR_AREA,
+                    tags={"gateway": "tgw-1"},
+                )
+                for i in (1, 2)
+            ),
+        ]
+    )
+    tl = Timeline(registry, rules(GATEWAY_OFFLINE))
+    for t in range(0, 300, 50):
+        tl.push_many(at=t, readings=[("tf-1", "vehicle_count", 3.0, t, 0)])
+        tl.ticks(t, t + 49, every=7)
+    tl.want()
+    tl.ticks(300, 400, every=5)
+    tl.want(fired("gw-offline", "tgw-1", "blue", at=350))
+    tl.push_many(at=401, readings=[("tf-2", "vehicle_count", 1.0, 401, 0)])
+    tl.want(cleared("gw-offline", "tgw-1"))
+
+
+HARBOR_AREA = "demo/harbor/gangwan-rd"
