@@ -35,6 +35,7 @@ test: lint typecheck pytest
 bench: $(STAMP) system
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/onboarding.py
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
