@@ -473,3 +473,41 @@ def test_a_failing_listener_does_not_undo_the_change(url: str) -> None:
     assert change is not None
     assert store.get(change.alert.id).state is State.RAISED
     store.dispose()
+
+
+def test_a_burst_of_events_is_applied_in_order_in_one_transaction(
+    store: AlertStore, seen: Recorder, url: str
+) -> None:
+    burst = [
+        event(Level.YELLOW),
+        event(Level.YELLOW),  # a repeat: no change
+        event(Level.RED),
+        event(Level.BLUE, device="bin-00001", rule="bin-full"),
+        event(Level.RED, firing=False),
+    ]
+    changes = store.apply_many(burst)
+    assert [c.kind for c in changes] == [
+        ChangeKind.CREATED,
+        ChangeKind.LEVEL_CHANGED,
+        ChangeKind.CREATED,
+        ChangeKind.CLEARED,
+    ]
+    assert [c.kind for c in seen.changes] == [c.kind for c in changes]
+    wl = store.active("device:wl-00001", "wl-high")
+    assert wl is not None
+    assert wl.level is Level.RED
+    assert not wl.firing
+    assert store.apply_many([]) == []
+
+
+def test_a_failing_burst_applies_none_of_its_events(store: AlertStore, url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # make the second event's insert fail inside the transaction
+        conn.exec_driver_sql(
+            "CREATE TRIGGER no_bins BEFORE INSERT ON alerts WHEN NEW.device = 'bin-00001' "
+            "BEGIN SELECT RAISE(ABORT, 'no bins today'); END"
+        )
+    engine.dispose()
+    with pytest.raises(sa.exc.IntegrityError):
+        store.apply_many([event(Level.YELLOW), event(Level.BLUE, device="bin-00001", rule="bf")])
+    assert store.active("device:wl-00001", "wl-high") is None
