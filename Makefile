@@ -36,6 +36,8 @@ bench: $(STAMP) system
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/onboarding.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/feed.py
+	$(BIN)/python bench/influx.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -75,11 +75,13 @@ class ActionForbiddenError(AlertError):
     status = 403
     title = "Forbidden"
 
-    def __init__(self, role: str, action: str, roles: Sequence[str]) -> None:
+    def __init__(
+        self, role: str, action: str, roles: Sequence[str], *, subject: str = "an alert"
+    ) -> None:
         self.role = role
         self.action = action
         needs = ", ".join(roles) or "nobody: the hub takes it itself"
-        super().__init__(f"role {role!r} may not {action} an alert (needs one of: {needs})")
+        super().__init__(f"role {role!r} may not {action} {subject} (needs one of: {needs})")
 
 
 class InvalidAlertRequestError(AlertError):
@@ -87,6 +89,39 @@ class InvalidAlertRequestError(AlertError):
 
     status = 400
     title = "Bad request"
+
+
+class ResponseNotFoundError(AlertError):
+    """No such incident, unit, warning, shift or photo, or one outside the caller's area (404)."""
+
+    status = 404
+
+    def __init__(self, kind: str, key: object) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"no {kind} {key}")
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        """Names what was not found, as the devices' 404s do."""
+        return f"{self.kind.capitalize()} not found"
+
+
+class ResponseConflictError(AlertError):
+    """The request clashes with what exists: a second active warning of a kind for an area (409)."""
+
+    status = 409
+    title = "Conflict"
+
+
+class PhotoRejectedError(AlertError):
+    """A photo the hub does not keep: too large (413) or not a JPEG, PNG or WebP picture (415)."""
+
+    title = "Photo rejected"
+
+    def __init__(self, reason: str, *, too_large: bool) -> None:
+        self.status = 413 if too_large else 415  # type: ignore[misc]
+        super().__init__(reason)
 
 
 class WebhookConfigError(AlertError):

@@ -132,8 +132,10 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.OFFICER: _OFFICER,
     Role.VIEWER: frozenset(),
     Role.VENDOR: frozenset(),
+    Role.UNIT: frozenset(),  # a field crew works incidents (alerts.incidents), not raw alerts
 }
-"""Which role may take which action. Viewers and vendors only read; nobody takes a system action."""
+"""Which role may take which action. Viewers, vendors and units only read alerts; nobody takes a
+system action."""
 
 
 def roles_for(action: Action) -> tuple[Role, ...]:

@@ -29,10 +29,13 @@ class Role(enum.StrEnum):
     OFFICER = "officer"  # duty officer: watches and acknowledges; reads everything
     VENDOR = "vendor"  # a device vendor: its own devices, profiles and rejects only
     VIEWER = "viewer"  # reads the situation, changes nothing
+    UNIT = "unit"  # a response unit's crew: reports arrival, progress, completion of its dispatches
 
 
 STAFF = (Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER)
-EVERYONE = (*STAFF, Role.VENDOR)
+"""The operations centre's people. Units are not staff: hub-wide counters, cameras and rules are
+not a field crew's business, and what they may do is granted route by route."""
+EVERYONE = (*STAFF, Role.VENDOR, Role.UNIT)
 
 
 class AuthError(DeviceError):
@@ -51,6 +54,17 @@ class Principal:
     role: Role
     vendor: str | None = None  # set exactly when role is VENDOR
     token_id: int | None = None  # the token the request came with
+    area: str | None = None  # an area-bound account (a town's officer) sees only that area's
+
+    def sees_area(self, area: str | None) -> bool:
+        """Whether an object in ``area`` is within this caller's area (everything, without one).
+
+        Area paths nest by prefix along ``/`` (``demo/riverside`` holds ``demo/riverside/x``, not
+        ``demo/riversidex``). An object without an area is the whole city's: not an area's.
+        """
+        if self.area is None:
+            return True
+        return area is not None and (area == self.area or area.startswith(self.area + "/"))
 
     def sees_vendor(self, vendor: str | None) -> bool:
         """Whether objects of ``vendor`` are visible to this caller (shared ones have no vendor)."""

@@ -35,6 +35,7 @@ class Me(BaseModel):
     user: str
     role: Role
     vendor: str | None
+    area: str | None = None
 
 
 class TokenRequest(BaseModel):
@@ -79,12 +80,18 @@ class UserView(BaseModel):
     vendor: str | None
     disabled: bool
     created: datetime
+    area: str | None = Field(None, description="The area the account is bound to (None: all)")
 
     @classmethod
     def of(cls, u: User) -> UserView:
         """The API view of an account."""
         return cls(
-            name=u.name, role=u.role, vendor=u.vendor, disabled=u.disabled, created=u.created
+            name=u.name,
+            role=u.role,
+            vendor=u.vendor,
+            disabled=u.disabled,
+            created=u.created,
+            area=u.area,
         )
 
 
@@ -95,6 +102,9 @@ class NewUser(BaseModel):
     role: Role
     vendor: str | None = Field(None, description="Required for (and only for) role vendor")
     password: str | None = Field(None, min_length=10, max_length=200)
+    area: str | None = Field(
+        None, max_length=300, description="Bind to an area path: e.g. a town's officer"
+    )
 
 
 class CreatedUser(UserView):
@@ -110,6 +120,8 @@ class UserChange(BaseModel):
     vendor: str | None = None
     disabled: bool | None = None
     password: str | None = Field(None, min_length=10, max_length=200)
+    area: str | None = Field(None, max_length=300, description="Bind to this area path")
+    clear_area: bool = Field(False, description="Unbind the account from its area")
 
 
 def get_users(request: Request) -> UserStore:
@@ -177,7 +189,9 @@ async def login(request: Request, users: UsersDep) -> TokenOut:
 @router.get("/auth/me", response_model=Me, summary="Who am I")
 def me(principal: ReadAny) -> Me:
     """The caller's name, role and vendor."""
-    return Me(user=principal.user, role=principal.role, vendor=principal.vendor)
+    return Me(
+        user=principal.user, role=principal.role, vendor=principal.vendor, area=principal.area
+    )
 
 
 @router.post("/auth/logout", status_code=204, summary="Revoke the token of this request")
@@ -226,7 +240,9 @@ def create_user(
 ) -> CreatedUser:
     """Create an account; a vendor account must name a registered vendor."""
     _check_vendor_exists(registry, body.vendor)
-    password = users.create_user(body.name, body.role, vendor=body.vendor, password=body.password)
+    password = users.create_user(
+        body.name, body.role, vendor=body.vendor, password=body.password, area=body.area
+    )
     return CreatedUser(**UserView.of(users.user(body.name)).model_dump(), password=password)
 
 
@@ -254,6 +270,8 @@ def update_user(
             vendor=body.vendor,
             disabled=body.disabled,
             password=body.password,
+            area=body.area,
+            clear_area=body.clear_area,
         )
     )
 

@@ -25,6 +25,7 @@ from devices.errors import InvalidDefinitionError, NotFoundError
 SESSION_HOURS = 12
 TOKEN_PREFIX = "hub_"  # noqa: S105 - marks our tokens, not a secret
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,63}$")
+_AREA = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 _metadata = sa.MetaData()
 
@@ -34,6 +35,7 @@ users_table = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("vendor", sa.String(64), nullable=True, index=True),
+    sa.Column("area", sa.String(300), nullable=True),  # an area-bound account: that area only
     sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
@@ -62,6 +64,7 @@ class User:
     vendor: str | None
     disabled: bool
     created: datetime
+    area: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +115,30 @@ class UserStore:
         """Open (and create if needed) the user tables at a SQLAlchemy URL."""
         self.engine: Engine = sa.create_engine(url)
         _metadata.create_all(self.engine)
+        _add_area_column(self.engine)
         self._hasher = hasher or PasswordHasher()
 
     # -- users ----------------------------------------------------------------------------------
 
     def create_user(
-        self, name: str, role: Role, *, vendor: str | None = None, password: str | None = None
+        self,
+        name: str,
+        role: Role,
+        *,
+        vendor: str | None = None,
+        password: str | None = None,
+        area: str | None = None,
     ) -> str:
         """Create an account; returns its password (generated when not given).
 
+        ``area`` binds the account to an area path (a town's officer sees only that town's).
+
         Raises:
             InvalidDefinitionError: a bad name, a vendor role without a vendor (or the reverse), a
-                password shorter than 10 characters, or the name is taken.
+                malformed area, a password shorter than 10 characters, or the name is taken.
         """
         self._check_user(name, role, vendor)
+        _check_area(area)
         password = password or new_password()
         if len(password) < 10:
             msg = "a password needs at least 10 characters"
@@ -134,6 +147,7 @@ class UserStore:
             "name": name,
             "role": role.value,
             "vendor": vendor,
+            "area": area,
             "password_hash": self._hasher.hash(password),
             "disabled": False,
             "created": datetime.now(tz=UTC),
@@ -181,8 +195,12 @@ class UserStore:
         vendor: str | None = None,
         disabled: bool | None = None,
         password: str | None = None,
+        area: str | None = None,
+        clear_area: bool = False,
     ) -> User:
-        """Change an account; disabling it or changing its role revokes its tokens.
+        """Change an account; disabling it or changing its role or area revokes its tokens.
+
+        ``area`` binds the account to an area; ``clear_area`` unbinds it (the whole city).
 
         Raises:
             NotFoundError: no such user.
@@ -194,7 +212,13 @@ class UserStore:
         if new_role is not Role.VENDOR:
             new_vendor = None
         self._check_user(name, new_role, new_vendor)
-        values: dict[str, object] = {"role": new_role.value, "vendor": new_vendor}
+        _check_area(area)
+        new_area = None if clear_area else (area if area is not None else current.area)
+        values: dict[str, object] = {
+            "role": new_role.value,
+            "vendor": new_vendor,
+            "area": new_area,
+        }
         if disabled is not None:
             values["disabled"] = disabled
         if password is not None:
@@ -204,7 +228,12 @@ class UserStore:
             values["password_hash"] = self._hasher.hash(password)
         with self.engine.begin() as conn:
             conn.execute(sa.update(users_table).where(users_table.c.name == name).values(**values))
-            if disabled or new_role is not current.role or new_vendor != current.vendor:
+            if (
+                disabled
+                or new_role is not current.role
+                or new_vendor != current.vendor
+                or new_area != current.area
+            ):
                 conn.execute(
                     sa.update(tokens_table).where(tokens_table.c.user == name).values(revoked=True)
                 )
@@ -307,7 +336,14 @@ class UserStore:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(
-                    t.c.id, t.c.expires, t.c.revoked, u.c.name, u.c.role, u.c.vendor, u.c.disabled
+                    t.c.id,
+                    t.c.expires,
+                    t.c.revoked,
+                    u.c.name,
+                    u.c.role,
+                    u.c.vendor,
+                    u.c.area,
+                    u.c.disabled,
                 )
                 .join(u, u.c.name == t.c.user)
                 .where(t.c.digest == _digest(token))
@@ -317,7 +353,9 @@ class UserStore:
         expires = _utc(row.expires)
         if expires is not None and expires <= datetime.now(tz=UTC):
             return None
-        return Principal(user=row.name, role=Role(row.role), vendor=row.vendor, token_id=row.id)
+        return Principal(
+            user=row.name, role=Role(row.role), vendor=row.vendor, token_id=row.id, area=row.area
+        )
 
 
 def _user(row: sa.Row[tuple[object, ...]]) -> User:
@@ -327,4 +365,25 @@ def _user(row: sa.Row[tuple[object, ...]]) -> User:
         vendor=row.vendor,
         disabled=bool(row.disabled),
         created=_utc(row.created) or row.created,
+        area=row.area,
     )
+
+
+def _check_area(area: str | None) -> None:
+    if area is not None and not _AREA.match(area):
+        msg = f"area {area!r}: a path of segments like city/district/street, no leading '/'"
+        raise InvalidDefinitionError(msg)
+
+
+def _add_area_column(engine: Engine) -> None:
+    """Give a users table made before accounts had areas its ``area`` column (a one-off upgrade)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("users")}
+    if "area" in columns:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE users ADD COLUMN area VARCHAR(300)"))
+    except sa.exc.DBAPIError:
+        # Another process (the CLI, a second worker) added it between our look and our ALTER.
+        if "area" not in {c["name"] for c in sa.inspect(engine).get_columns("users")}:
+            raise

@@ -183,6 +183,11 @@ class Alerting:
             self.stats.changes += len(changes)
             return
 
+    @property
+    def queued(self) -> int:
+        """Bursts of condition events waiting for the alert store (a queue depth, for metrics)."""
+        return self._queue.qsize()
+
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is in the alert store (tests, shutdown)."""
         return self._idle.wait(timeout)

@@ -32,14 +32,18 @@ from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, N
 from devices.loader import load_shipped
 from devices.registry import Registry
 from devices.users import UserStore
-from hub import areas_api, feed_api, health_api, screen_api
+from hub import areas_api, feed_api, health_api, metrics_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
 from hub.embedded_broker import EmbeddedBroker
 from hub.feed import CameraSource, SituationFeed
+from hub.influx_sink import InfluxSink
 from hub.live import HubLiveView
+from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
 from hub.settings import HubSettings
 from hub.state import LiveState
+from hub.stores import open_store
+from hub.video_wiring import VideoWiring
 from ingest import api as ingest_api
 from ingest import codecs
 from ingest.api import BadQueryError
@@ -49,7 +53,8 @@ from ingest.deadletter import DeadLetterStore
 from ingest.errors import IngestError
 from ingest.mqtt import MqttOptions
 from ingest.pipeline import IngestPipeline
-from ingest.store.filestore import FileStore
+from ingest.store.influx import InfluxStore
+from video import api as video_api
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +162,8 @@ class Components:
             login = (accounts.hub.username, accounts.hub.password)
         if self.broker is not None:
             self.broker.start()
-        self.store = FileStore(settings.store_path)
+        self.metrics = HubMetrics()
+        self.store = open_store(settings, self.registry)
         self.dead_letters = DeadLetterStore(settings.registry)
         self.users = UserStore(settings.registry)
         self._bootstrap_admin()
@@ -176,7 +182,7 @@ class Components:
         )
         self.pipeline = IngestPipeline(
             self.registry,
-            self.store,
+            TimedStore(self.store, self.metrics.store_write.observe),
             self.dead_letters,
             MqttOptions(
                 host=mq.host,
@@ -223,11 +229,31 @@ class Components:
             tick_s=settings.rules.tick_s,
             save_s=settings.rules.save_s,
         )
-        self.pipeline.add_batch_handler(self.alerting.on_batch)
+        self.pipeline.add_batch_handler(
+            timed_rules(self.alerting, self.metrics.rule_evaluation.observe)
+        )
         # The websocket situation feed: readings and statuses come through the hooks above.
         self.feed = SituationFeed(settings.feed, self.registry, self.state, self.alerts, cameras)
         feed.subscribe(self.feed.on_alert)
+        # Cameras: registry and patrol; confirmed findings go to the alert path like the engine's.
+        self.video = VideoWiring(settings, self.registry, self.alerts, self.alerting.emit)
+        if cameras is None:
+            self.feed.use_cameras(self.video.feed_source)
+        self.influx_sink = self._observe(settings.store.influx.stats_interval_s, feed)
         self.started = time.time()
+
+    def _observe(self, stats_interval_s: float, feed: AlertFeed) -> InfluxSink | None:
+        """Self-metrics for /metrics; with InfluxDB, the same figures and every alert change there."""
+        self.probe = self.metrics.attach(
+            HubProbe(self.registry, self.pipeline, self.alerting, self.dead_letters)
+        )
+        self.probe.add_source(feed_source(self.feed))
+        self.probe.add_source(camera_source(self.video.patrol))
+        if not isinstance(self.store, InfluxStore):
+            return None
+        sink = InfluxSink(self.store, self.probe, interval_s=stats_interval_s)
+        feed.subscribe(sink.on_alert)
+        return sink
 
     def _vendor_of(self, device_id: str) -> str | None:
         entry = self.registry.interner.devices.get(device_id)
@@ -299,6 +325,7 @@ class Components:
 
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
+        self.video.close()
         self.alerting.close()
         self.rule_book.dispose()
         self.notifications.stop()
@@ -310,7 +337,7 @@ class Components:
             self.broker.stop()
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 - one line per component and router: the list is the wiring
     settings: HubSettings | None = None,
     *,
     before_shutdown: Sequence[Callable[[], None]] = (),
@@ -341,6 +368,8 @@ def create_app(
         app.state.credentials = components.credentials
         app.state.codec_check = _check_codec
         app.state.consumer = components.pipeline.consumer  # the decode preview's sandbox
+        app.state.metrics = components.metrics
+        components.video.install(app)
         tasks = [
             asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
             asyncio.create_task(components.retention(), name="store.retention"),
@@ -349,7 +378,10 @@ def create_app(
             asyncio.create_task(components.notifications.run(), name="alerts.notify"),
             asyncio.create_task(components.alerting.run(), name="alerts.engine"),
             asyncio.create_task(components.feed.run(), name="feed.situation"),
+            asyncio.create_task(components.video.run(), name="video.patrol"),
         ]
+        if components.influx_sink is not None:
+            tasks.append(asyncio.create_task(components.influx_sink.run(), name="influx.sink"))
         try:
             yield
         finally:
@@ -378,6 +410,8 @@ def create_app(
     app.include_router(alerts_api.silences_router)
     app.include_router(rules_api.router)
     app.include_router(feed_api.router)
+    app.include_router(video_api.router)
+    app.include_router(metrics_api.router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:

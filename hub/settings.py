@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -15,6 +16,8 @@ from pydantic_settings import (
 
 from alerts.notify import NotifySettings
 from alerts.store import AlertPolicy
+from ingest.store.influxconf import InfluxSettings
+from video.settings import VideoSettings
 
 
 class _Section(BaseModel):
@@ -86,9 +89,16 @@ class MqttSettings(_Section):
 class StoreSettings(_Section):
     """The time-series store."""
 
-    backend: str = Field("file", title="Backend", description="'file' (embedded DuckDB)")
+    backend: Literal["file", "influx"] = Field(
+        "file",
+        title="Backend",
+        description="'file': embedded DuckDB in data_dir; 'influx': InfluxDB 1.x/2.x/3.x (store.influx)",
+    )
     path: str = Field("readings.duckdb", title="Store file, relative to data_dir")
     retention_days: float = Field(400, gt=0, title="Days of readings kept")
+    influx: InfluxSettings = Field(
+        default_factory=InfluxSettings, title="InfluxDB (backend influx)"
+    )
 
 
 class IngestSettings(_Section):
@@ -135,6 +145,35 @@ class HttpSettings(_Section):
     tile_attribution: str = Field("", title="Credit line drawn under the tiles")
 
 
+class FeedSettings(_Section):
+    """The situation feed at ``/ws/situation`` (settings section ``feed``)."""
+
+    interval_ms: int = Field(
+        50,
+        ge=10,
+        le=10_000,
+        title="Shortest time between two delta frames of one stream",
+        description="Readings within it are coalesced to the latest per series; a quiet stream "
+        "sends the next change at once. 50 ms keeps publish-to-screen under 100 ms at p99 on an "
+        "unloaded machine (bench/feed.py); 100 ms halves the frames each screen costs",
+    )
+    replay_frames: int = Field(
+        300,
+        ge=0,
+        le=100_000,
+        title="Frames kept per stream for screens reconnecting with since",
+        description="Older since: the screen gets a fresh snapshot",
+    )
+    max_client_queue: int = Field(
+        50,
+        ge=2,
+        le=100_000,
+        title="Frames waiting for one screen before it is closed as too slow (4408)",
+        description="Frames queue only while the screen's socket is full; a few behind are sent "
+        "as they are, more are merged into one",
+    )
+
+
 class HubSettings(BaseSettings):
     """Everything the hub can be told. Nested fields: ``HUB_MQTT__PORT=1884``; file: ``HUB_CONFIG=hub.toml``."""
 
@@ -151,8 +190,10 @@ class HubSettings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
     alert_policy: AlertPolicy = Field(default_factory=AlertPolicy)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from devices.intern import DeviceEntry, Interner
 from devices.profiles import DeviceProfile
-from ingest.batch import Quality, ReadingBatch
+from ingest.batch import DTYPES, Quality, ReadingBatch
 from ingest.codecs.base import DecodeError, DecodeReason, Fields, RawMessage
 from ingest.units import UnitError, conversion
 
@@ -97,6 +97,9 @@ class ColumnBuilder:
         self._chunks: _ChunkColumns = ([], [], [], [], [])
         self._chunk_rows = 0
         self._tables: dict[tuple[str, Fields], _FieldTable | None] = {}
+        # (vendor, profile id) -> device id -> index, for devices seen active of that vendor and
+        # profile: what add_columns checks per reading, remembered until the registry changes.
+        self._groups: dict[tuple[str, str], dict[str, int]] = {}
         self._raw: RawMessage | None = None
         self._mark = 0
         self._rejects_mark = 0
@@ -203,22 +206,10 @@ class ColumnBuilder:
         latest = None if ts is None else int(ts.max())
         if latest is not None and latest > received + self._max_future_ms:
             return False  # FUTURE_TIMESTAMP: a rejection of that reading alone, which add makes
-        try:
-            entries = list(map(self._interner.devices.__getitem__, device))
-        except (KeyError, TypeError):  # an unknown id, or one that is a JSON array or object
+        found = self._device_rows(raw, device, fields)
+        if found is None:
             return False
-        vendor, profile = raw.vendor, entries[0].profile
-        # The common case in one pass: every device of this vendor, active, and of one profile.
-        index = [
-            e.index for e in entries if e.vendor == vendor and e.active and e.profile == profile
-        ]
-        table = (
-            self._table(profile, fields) if len(index) == n else self._tables_of(entries, fields)
-        )
-        if table is None:
-            return False
-        if len(index) != n:
-            index = [e.index for e in entries]
+        dev, table = found
         if table.any_convert:
             # Overflow to infinity is what Python's float arithmetic in add gives too (flagged below).
             with np.errstate(over="ignore", invalid="ignore"):
@@ -235,7 +226,6 @@ class ColumnBuilder:
             skew = ts > received + self._skew_flag_ms
             quality |= (skew.view(np.uint8) * _CLOCK_SKEW)[:, None]
         per = value.shape[1]
-        dev = np.fromiter(index, dtype=np.int32, count=n)
         if per > 1:
             dev, ts = np.repeat(dev, per), np.repeat(ts, per)
         met: NDArray[np.int16] = np.empty(value.shape, dtype=np.int16)
@@ -261,46 +251,74 @@ class ColumnBuilder:
         self._chunk_rows += len(dev)
         return True
 
+    def _device_rows(
+        self, raw: RawMessage, device: Sequence[str], fields: Fields
+    ) -> tuple[NDArray[np.int32], _FieldTable] | None:
+        """Each record's device index and the field table, or None when `add` would refuse one."""
+        n = len(device)
+        devices = self._interner.devices
+        try:
+            profile = devices[device[0]].profile
+        except (KeyError, TypeError):  # an unknown id, or one that is a JSON array or object
+            return None
+        # The common case, one dict lookup per reading: devices already seen active, of this vendor
+        # and of this profile (a gateway reports the same devices again and again).
+        group_key = (raw.vendor, profile)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = {}
+        try:
+            dev = np.fromiter(map(group.__getitem__, device), dtype=np.int32, count=n)
+            table = self._table(profile, fields)
+        except (KeyError, TypeError):
+            table = None
+        if table is not None:
+            return dev, table
+        try:
+            entries = list(map(devices.__getitem__, device))
+        except (KeyError, TypeError):
+            return None
+        vendor = raw.vendor
+        same = [e for e in entries if e.vendor == vendor and e.active and e.profile == profile]
+        if len(same) == n:
+            table = self._table(profile, fields)
+            if table is not None:
+                group.update(zip(device, (e.index for e in entries), strict=True))
+        else:
+            table = self._tables_of(entries, fields)
+        if table is None:
+            return None
+        return np.fromiter((e.index for e in entries), dtype=np.int32, count=n), table
+
     # -- handing over ---------------------------------------------------------------------------
 
     def take(self) -> tuple[ReadingBatch, list[Rejection]]:
         """Everything committed so far as one batch plus the rejections; the builder starts empty."""
-        lists: tuple[NDArray[Any], ...] = (
-            np.array(self.device, dtype=np.int32),
-            np.array(self.metric, dtype=np.int16),
-            np.array(self.ts, dtype=np.int64),
-            np.array(self.value, dtype=np.float64),
-            np.array(self.quality, dtype=np.uint8),
+        return self.detach().assemble()
+
+    def detach(self) -> Detached:
+        """Hand everything committed so far over, unassembled; the builder starts empty.
+
+        Constant time, so a consumer can detach under the lock its decoding holds and assemble the
+        batch after releasing it, without stalling the thread that decodes.
+        """
+        detached = Detached(
+            (self.device, self.metric, self.ts, self.value, self.quality),
+            self._chunk_at,
+            self._chunks,
+            self.rejections,
         )
-        if self._chunk_at:
-            # Rows in the order they were added: list rows up to each chunk's place, then the chunk.
-            pieces: list[list[NDArray[Any]]] = [[], [], [], [], []]
-            chunk_columns: tuple[list[NDArray[Any]], ...] = self._chunks
-            start = 0
-            for k, at in enumerate(self._chunk_at):
-                for rows, chunks, piece in zip(lists, chunk_columns, pieces, strict=True):
-                    if at > start:
-                        piece.append(rows[start:at])
-                    piece.append(chunks[k])
-                start = at
-            for rows, piece in zip(lists, pieces, strict=True):
-                if len(rows) > start:
-                    piece.append(rows[start:])
-            device, metric, ts, value, quality = (np.concatenate(p) for p in pieces)
-        else:
-            device, metric, ts, value, quality = lists
-        batch = ReadingBatch(device=device, metric=metric, ts=ts, value=value, quality=quality)
-        rejections = self.rejections
         self.device, self.metric, self.ts, self.value, self.quality = [], [], [], [], []
         self._chunk_at, self._chunks, self._chunk_rows = [], ([], [], [], [], []), 0
         self.rejections = []
-        return batch, rejections
+        return detached
 
     def forget_profiles(self) -> None:
         """Drop cached profile lookups (after a profile changed in the registry)."""
         self._metric_specs.clear()
         self._reading_specs.clear()
         self._tables.clear()
+        self._groups.clear()
         self._last_id, self._last_entry = "", None
 
     # -- lookups --------------------------------------------------------------------------------
@@ -429,3 +447,43 @@ class ColumnBuilder:
             bool(convert.any()),
             bool(convert.all()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """What a `ColumnBuilder` held at `ColumnBuilder.detach`: row lists, column chunks, rejections."""
+
+    lists: tuple[list[int], list[int], list[int], list[float], list[int]]
+    chunk_at: list[int]
+    chunks: _ChunkColumns
+    rejections: list[Rejection]
+
+    def assemble(self) -> tuple[ReadingBatch, list[Rejection]]:
+        """The rows as one batch, in the order they were added, and the rejections."""
+        chunk_columns: tuple[list[NDArray[Any]], ...] = self.chunks
+        if self.chunk_at and not self.lists[0]:
+            # Only whole-column chunks (batched messages): one concatenation per column.
+            columns = tuple(np.concatenate(c) for c in chunk_columns)
+        else:
+            lists: tuple[NDArray[Any], ...] = tuple(
+                np.array(rows, dtype=dtype)
+                for rows, dtype in zip(self.lists, DTYPES.values(), strict=True)
+            )
+            columns = lists
+            if self.chunk_at:
+                # List rows up to each chunk's place, then the chunk.
+                pieces: list[list[NDArray[Any]]] = [[], [], [], [], []]
+                start = 0
+                for k, at in enumerate(self.chunk_at):
+                    for rows, chunks, piece in zip(lists, chunk_columns, pieces, strict=True):
+                        if at > start:
+                            piece.append(rows[start:at])
+                        piece.append(chunks[k])
+                    start = at
+                for rows, piece in zip(lists, pieces, strict=True):
+                    if len(rows) > start:
+                        piece.append(rows[start:])
+                columns = tuple(np.concatenate(p) for p in pieces)
+        device, metric, ts, value, quality = columns
+        batch = ReadingBatch(device=device, metric=metric, ts=ts, value=value, quality=quality)
+        return batch, self.rejections

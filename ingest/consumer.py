@@ -228,10 +228,12 @@ class Consumer:
     def take(self) -> Taken:
         """Everything decoded since the last call, and the acknowledgements it owes."""
         with self._lock:
-            batch, rejections = self._builder.take()
+            detached = self._builder.detach()
             acks, self._acks = self._acks, []
             statuses, self._statuses = self._statuses, []
             messages, self._messages = self._messages, 0
+        # Assembled outside the lock: the transport thread goes on decoding meanwhile.
+        batch, rejections = detached.assemble()
         self.counters.messages += messages
         self.counters.dead_letters += len(rejections)
         return Taken(batch, rejections, acks, statuses, messages)

@@ -42,6 +42,13 @@ ANTI JOIN (
     WHERE ts BETWEEN $lo AND $hi AND device BETWEEN $dlo AND $dhi
 ) AS s USING (device, metric, ts)
 """
+# A batch whose every reading is newer than anything stored for its device cannot meet a stored row:
+# it is appended as is (the anti-join scan and hash cost about as much as the append itself).
+_INSERT_ALL = """
+INSERT INTO readings SELECT device, metric, ts, value, quality FROM incoming
+"""
+_NEWEST_PER_DEVICE = "SELECT device, max(ts) AS ts FROM readings GROUP BY device"
+_NEVER = np.iinfo(np.int64).min
 
 
 class FileStore:
@@ -63,6 +70,10 @@ class FileStore:
         self._con.execute(_ALLOW_NAN).fetchall()
         self._write_lock = threading.Lock()
         self._local = threading.local()
+        # Per device index, an upper bound of the newest ts stored (_NEVER: none). None: not known,
+        # read from the store before the next write (at start, and after a write that failed, which
+        # might have committed before it failed).
+        self._newest: NDArray[np.int64] | None = None
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         # One cursor per thread: DuckDB connections are not safe to share across threads.
@@ -87,16 +98,37 @@ class FileStore:
         with self._write_lock:
             con = self._con
             try:
+                newest = self._newest_stored(params["dhi"])
+                fresh = bool((batch.ts > newest[batch.device]).all())
                 con.register("incoming", columns)
                 try:
                     # DuckDB answers an INSERT with the number of rows it inserted.
-                    row = con.execute(_INSERT_NEW, params).fetchone()
+                    row = (
+                        con.execute(_INSERT_ALL) if fresh else con.execute(_INSERT_NEW, params)
+                    ).fetchone()
                 finally:
                     con.unregister("incoming")
-                return int(row[0]) if row else 0
             except duckdb.Error as exc:
+                self._newest = None
                 msg = f"writing {len(batch)} readings to {self.path} failed: {exc}"
                 raise StoreError(msg) from exc
+            np.maximum.at(newest, batch.device, batch.ts)
+            return int(row[0]) if row else 0
+
+    def _newest_stored(self, device: int) -> NDArray[np.int64]:
+        """The per-device upper bounds of stored ts, with room for ``device`` (under the write lock)."""
+        newest = self._newest
+        if newest is None:
+            cols = self._con.execute(_NEWEST_PER_DEVICE).fetchnumpy()
+            dev = np.asarray(cols["device"], dtype=np.intp)
+            newest = np.full(int(dev.max()) + 1 if len(dev) else 0, _NEVER, dtype=np.int64)
+            newest[dev] = np.asarray(cols["ts"], dtype=np.int64)
+        if len(newest) <= device:
+            grown = np.full(max(device + 1, len(newest) * 3 // 2), _NEVER, dtype=np.int64)
+            grown[: len(newest)] = newest
+            newest = grown
+        self._newest = newest
+        return newest
 
     @staticmethod
     def _row_count(con: duckdb.DuckDBPyConnection) -> int:

@@ -15,6 +15,7 @@ from devices.loader import load_shipped
 from devices.profiles import Device
 from devices.registry import Registry
 from hub.app import create_app
+from hub.feed import CameraSource
 from hub.settings import HttpSettings, HubSettings, MqttSettings
 from tests.conftest import Broker, free_port
 
@@ -49,15 +50,17 @@ CITY = (
 class ServedHub:
     """A running hub: its base URL, an HTTP client, and its settings."""
 
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(self, settings: HubSettings, cameras: CameraSource | None = None) -> None:
         self.settings = settings
         self.url = f"http://{settings.http.host}:{settings.http.port}"
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, cameras=cameras),
             host=settings.http.host,
             port=settings.http.port,
             log_level="warning",
             lifespan="on",
+            ws="websockets-sansio",  # as `hub run` serves it
+            ws_per_message_deflate=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

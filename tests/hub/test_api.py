@@ -227,7 +227,10 @@ def test_openapi_and_docs_are_served(hub: ServedHub) -> None:
 
 
 def test_first_page_is_served(hub: ServedHub) -> None:
-    page = hub.http.get("/")
+    screen = hub.http.get("/")  # the command screen (tests/hub/test_screen.py drives it)
+    assert screen.status_code == 200
+    assert "screen/main.js" in screen.text
+    page = hub.http.get("/devices.html")  # the device list it links to
     assert page.status_code == 200
     assert "/api/v1/devices" in page.text
 
@@ -251,7 +254,7 @@ def test_first_page_lists_devices_with_latest_values_in_a_browser(hub: ServedHub
             "--disable-gpu",
             "--virtual-time-budget=5000",
             "--dump-dom",
-            f"{hub.url}/#token={token['access_token']}",
+            f"{hub.url}/devices.html#token={token['access_token']}",
         ],
         capture_output=True,
         text=True,
@@ -277,7 +280,7 @@ def test_first_page_without_a_token_asks_to_log_in(hub: ServedHub) -> None:
             "--disable-gpu",
             "--virtual-time-budget=3000",
             "--dump-dom",
-            f"{hub.url}/",
+            f"{hub.url}/devices.html",
         ],
         capture_output=True,
         text=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,56 @@ def test_latest_of_a_series_whose_newest_reading_is_nan(tmp_path: Path) -> None:
     assert latest.quality.tolist() == [8]
     assert store.downsample(1, 0, 0, 10_000, 10_000).count.tolist() == [1]  # numbers only
     store.close()
+
+
+def test_newer_readings_are_appended_and_older_or_equal_ones_deduplicated(tmp_path: Path) -> None:
+    # Readings newer than everything stored for their device skip the duplicate check; a reading at
+    # (or before) a device's newest stored time must still be checked, whatever its metric.
+    path = tmp_path / "r.duckdb"
+    store = FileStore(path)
+    assert store.write(batch([(1, 0, 1000, 1.0), (2, 0, 500, 1.0)])) == 2
+    assert store.write(batch([(1, 1, 1000, 2.0)])) == 1  # same device and time, another metric
+    assert store.write(batch([(1, 0, 1000, 9.0), (1, 0, 2000, 3.0)])) == 1
+    assert store.write(batch([(7, 0, 10, 1.0)])) == 1  # a device index never seen before
+    store.close()
+    # After a restart the newest time per device comes from the file.
+    again = FileStore(path)
+    assert again.write(batch([(1, 0, 2000, 5.0), (2, 0, 500, 5.0), (7, 0, 10, 5.0)])) == 0
+    assert again.write(batch([(1, 0, 3000, 4.0), (2, 0, 501, 4.0), (99_999, 0, 1, 1.0)])) == 3
+    assert again.count() == 8
+    assert again.range(1, 0, -FAR, FAR).value.tolist() == [1.0, 3.0, 4.0]  # first value kept
+    # Retention deletes old rows; writing them again stores them again, once.
+    assert again.delete_before(1000) == 4
+    assert again.write(batch([(2, 0, 500, 6.0), (2, 0, 500, 6.0)])) == 1
+    assert again.write(batch([(2, 0, 500, 6.0)])) == 0
+    again.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, 5), st.integers(0, 2), st.integers(0, 40), st.floats(-1e6, 1e6)
+            ),
+            max_size=20,
+        ),
+        max_size=6,
+    ),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_any_writes_with_restarts_between_them_store_each_key_once(
+    writes: list[list[tuple[int, int, int, float]]], restart_after: list[bool]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.duckdb"
+        store = FileStore(path)
+        new = 0
+        for rows, restart in zip(writes, restart_after, strict=False):
+            new += store.write(batch(rows))
+            if restart:
+                store.close()
+                store = FileStore(path)
+        keys = {(d, m, t) for rows in writes for d, m, t, _ in rows}
+        assert new == len(keys) == store.count()
+        store.close()

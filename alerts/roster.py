@@ -1,0 +1,418 @@
+"""The duty roster (值班表): who is on duty, in which role, for which area, per shift; and the notices sent to them.
+
+Escalations go to *people*, not to a channel: an overdue incident handed up to the district is told
+to whoever is on duty for the district right now. `Roster.notify` finds them (walking up the area
+chain when an area has nobody on duty), records one notice per person (each person's inbox:
+``GET /api/v1/roster/notices``) and hands the message to the duty receivers (an SMS or IM gateway's
+webhook, `alerts.webhook.WebhookNotifier`), which reach them by the contact the shift names.
+
+`DutyNotifier` does the same for alert changes (an alert nobody acknowledged in time; a new alert at
+or above a level): it subscribes to the alert feed, only queues (it runs on the thread that changed
+the alert), and the hub's response tick flushes the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from alerts._response_tables import ResponseDb, duty_notices_table, shifts_table
+from alerts.errors import InvalidAlertRequestError, ResponseNotFoundError
+from alerts.events import Level
+from alerts.grouping import Sender
+from alerts.lifecycle import AlertChange, ChangeKind
+from alerts.webhook import Outgoing
+from devices.access import Role
+from devices.areas import scope_clause
+
+logger = logging.getLogger(__name__)
+
+DUTY_ROLES = (Role.COMMANDER, Role.OFFICER, Role.ADMIN, Role.VIEWER)
+"""Roles a shift may be in (units have their own status, not shifts)."""
+ESCALATION_ROLES = (Role.COMMANDER, Role.OFFICER)
+"""Who is told when something is handed up to an area."""
+MAX_SHIFT_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """One person on duty for an area in a role, from ``starts_ms`` until ``ends_ms``."""
+
+    id: int
+    area: str
+    role: Role
+    user: str
+    starts_ms: int
+    ends_ms: int
+    contact: str = ""
+    created_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewShift:
+    """A shift to add."""
+
+    area: str
+    role: Role
+    user: str
+    starts_ms: int
+    ends_ms: int
+    contact: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DutyNotice:
+    """What one person on duty was told, and why."""
+
+    id: int
+    at_ms: int
+    user: str
+    role: Role
+    area: str
+    subject: str  # "incident:12", "alert:40", "warning:3"
+    reason: str  # "escalated", "overdue", "alert_unacknowledged", "alert_raised"
+    message: str
+    contact: str = ""
+
+
+def _shift_of(row: sa.Row[Any]) -> Shift:
+    return Shift(
+        id=row.id,
+        area=row.area,
+        role=Role(row.role),
+        user=row.user,
+        starts_ms=row.starts_ms,
+        ends_ms=row.ends_ms,
+        contact=row.contact,
+        created_by=row.created_by,
+    )
+
+
+def _notice_of(row: sa.Row[Any]) -> DutyNotice:
+    return DutyNotice(
+        id=row.id,
+        at_ms=row.at_ms,
+        user=row.user,
+        role=Role(row.role),
+        area=row.area,
+        subject=row.subject,
+        reason=row.reason,
+        message=row.message,
+        contact=row.contact,
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Roster:
+    """Shifts and duty notices in SQL, and the receivers that carry notices to people."""
+
+    def __init__(
+        self,
+        db: ResponseDb,
+        *,
+        receivers: Sequence[Sender] = (),
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        """Keep the roster in ``db``; notices also go to ``receivers``."""
+        self._db = db
+        self._receivers = list(receivers)
+        self._clock = clock
+
+    # -- shifts -------------------------------------------------------------------------------------
+
+    def add(self, shifts: Sequence[NewShift], *, actor: str) -> list[Shift]:
+        """Add shifts (all or none).
+
+        Raises:
+            InvalidAlertRequestError: a shift that ends before it starts, lasts over a week, or is in
+                a role that does not take duty.
+        """
+        for s in shifts:
+            if s.role not in DUTY_ROLES:
+                roles = ", ".join(r.value for r in DUTY_ROLES)
+                msg = f"shift of {s.user}: role {s.role.value} takes no duty (one of {roles})"
+                raise InvalidAlertRequestError(msg)
+            if not 0 < s.ends_ms - s.starts_ms <= MAX_SHIFT_MS:
+                msg = f"shift of {s.user}: it must end after it starts, within a week"
+                raise InvalidAlertRequestError(msg)
+
+        def work(conn: Connection) -> list[Shift]:
+            out = []
+            for s in shifts:
+                shift_id = conn.execute(
+                    sa.insert(shifts_table)
+                    .values(
+                        area=s.area,
+                        role=s.role.value,
+                        user=s.user,
+                        starts_ms=s.starts_ms,
+                        ends_ms=s.ends_ms,
+                        contact=s.contact,
+                        created_by=actor,
+                    )
+                    .returning(shifts_table.c.id)
+                ).scalar_one()
+                out.append(
+                    Shift(
+                        int(shift_id),
+                        s.area,
+                        s.role,
+                        s.user,
+                        s.starts_ms,
+                        s.ends_ms,
+                        s.contact,
+                        actor,
+                    )
+                )
+            return out
+
+        return self._db.write(work)
+
+    def get(self, shift_id: int) -> Shift:
+        """The shift ``shift_id``."""
+        q = sa.select(shifts_table).where(shifts_table.c.id == shift_id)
+        row = self._db.read(lambda conn: conn.execute(q).first())
+        if row is None:
+            raise ResponseNotFoundError(kind="shift", key=shift_id)
+        return _shift_of(row)
+
+    def remove(self, shift_id: int) -> Shift:
+        """Delete a shift; returns what it was."""
+        shift = self.get(shift_id)
+        self._db.write(
+            lambda conn: conn.execute(sa.delete(shifts_table).where(shifts_table.c.id == shift_id))
+        )
+        return shift
+
+    def shifts(
+        self,
+        *,
+        within: Sequence[str] | None = None,
+        at_ms: int | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        user: str | None = None,
+        limit: int = 500,
+    ) -> list[Shift]:
+        """Shifts by start: in any of the area prefixes ``within``, on duty at ``at_ms``, overlapping
+        ``[since_ms, until_ms)``, of ``user``."""
+        t = shifts_table.c
+        where: list[sa.ColumnElement[bool]] = []
+        if within is not None:
+            where.append(scope_clause(t.area, within))
+        if at_ms is not None:
+            where += [t.starts_ms <= at_ms, t.ends_ms > at_ms]
+        if since_ms is not None:
+            where.append(t.ends_ms > since_ms)
+        if until_ms is not None:
+            where.append(t.starts_ms < until_ms)
+        if user is not None:
+            where.append(t.user == user)
+        q = sa.select(shifts_table).where(*where).order_by(t.starts_ms, t.id).limit(limit)
+        return [_shift_of(r) for r in self._db.read(lambda conn: conn.execute(q).all())]
+
+    def on_duty(
+        self, chain: Sequence[str], at_ms: int, roles: Sequence[Role] = ESCALATION_ROLES
+    ) -> tuple[str | None, list[Shift]]:
+        """The first area of ``chain`` (an area and those above it) with someone on duty in
+        ``roles`` at ``at_ms``, and who; (None, []) when nobody in the chain is."""
+        if not chain:
+            return None, []
+        t = shifts_table.c
+        q = sa.select(shifts_table).where(
+            t.area.in_(list(chain)),
+            t.role.in_([r.value for r in roles]),
+            t.starts_ms <= at_ms,
+            t.ends_ms > at_ms,
+        )
+        found = [_shift_of(r) for r in self._db.read(lambda conn: conn.execute(q).all())]
+        for area in chain:
+            here = sorted((s for s in found if s.area == area), key=lambda s: (s.role, s.user))
+            if here:
+                return area, here
+        return None, []
+
+    # -- notices ------------------------------------------------------------------------------------
+
+    def notify(
+        self,
+        chain: Sequence[str],
+        *,
+        subject: str,
+        reason: str,
+        message: str,
+        roles: Sequence[Role] = ESCALATION_ROLES,
+        details: dict[str, Any] | None = None,
+    ) -> list[DutyNotice]:
+        """Tell the people on duty for the first area of ``chain`` that has any; the notices kept.
+
+        Nobody on duty anywhere up the chain is logged (a gap in the roster is itself a problem)
+        and returns no notice.
+        """
+        now = self._clock()
+        area, shifts = self.on_duty(chain, now, roles)
+        if area is None:
+            logger.warning("nobody on duty for %s (or above) to tell about %s", chain[0], subject)
+            return []
+        people = {(s.user, s.role): s for s in shifts}  # one notice per person and role
+
+        def work(conn: Connection) -> list[DutyNotice]:
+            out = []
+            for s in people.values():
+                values = {
+                    "at_ms": now,
+                    "user": s.user,
+                    "role": s.role.value,
+                    "area": area,
+                    "subject": subject,
+                    "reason": reason,
+                    "message": message,
+                    "contact": s.contact,
+                }
+                notice_id = conn.execute(
+                    sa.insert(duty_notices_table)
+                    .values(**values)
+                    .returning(duty_notices_table.c.id)
+                ).scalar_one()
+                out.append(
+                    DutyNotice(
+                        int(notice_id),
+                        now,
+                        s.user,
+                        s.role,
+                        area,
+                        subject,
+                        reason,
+                        message,
+                        s.contact,
+                    )
+                )
+            return out
+
+        notices = self._db.write(work)
+        self._send(notices, area, subject, reason, message, details or {})
+        return notices
+
+    def _send(
+        self,
+        notices: list[DutyNotice],
+        area: str,
+        subject: str,
+        reason: str,
+        message: str,
+        details: dict[str, Any],
+    ) -> None:
+        if not self._receivers or not notices:
+            return
+        body = {
+            "subject": subject,
+            "reason": reason,
+            "area": area,
+            "message": message,
+            "to": [{"user": n.user, "role": n.role.value, "contact": n.contact} for n in notices],
+            **details,
+        }
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        out = Outgoing(key=f"duty:{subject}:{notices[0].id}", body=payload, refs=())
+        for receiver in self._receivers:
+            receiver.send(out)
+
+    def notices(
+        self,
+        *,
+        user: str | None = None,
+        subject: str | None = None,
+        within: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[DutyNotice]:
+        """Notices newest first, filtered by person, subject, area prefixes and time."""
+        t = duty_notices_table.c
+        where: list[sa.ColumnElement[bool]] = []
+        if user is not None:
+            where.append(t.user == user)
+        if subject is not None:
+            where.append(t.subject == subject)
+        if within is not None:
+            where.append(scope_clause(t.area, within))
+        if since_ms is not None:
+            where.append(t.at_ms >= since_ms)
+        q = sa.select(duty_notices_table).where(*where).order_by(t.id.desc()).limit(limit)
+        return [_notice_of(r) for r in self._db.read(lambda conn: conn.execute(q).all())]
+
+
+class DutyNotifier:
+    """Alert feed subscriber: alerts that need someone are told to the people on duty for their area.
+
+    An alert nobody acknowledged in time (`ChangeKind.ESCALATED`), and a new alert at or above
+    ``min_level``, become duty notices. ``observe`` only queues (bounded: the oldest is dropped and
+    counted past ``max_queue``); `flush` does the database work, on the hub's response tick.
+    """
+
+    def __init__(
+        self,
+        roster: Roster,
+        chain: Callable[[str], list[str]],
+        *,
+        min_level: Level = Level.ORANGE,
+        max_queue: int = 10_000,
+    ) -> None:
+        """Notify through ``roster``; ``chain(area)`` gives an area and those above it."""
+        self._roster = roster
+        self._chain = chain
+        self.min_level = min_level
+        self._queue: deque[AlertChange] = deque(maxlen=max_queue)
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.sent = 0
+
+    def observe(self, change: AlertChange) -> None:
+        """Queue a change that needs people (any thread; never blocks)."""
+        alert = change.alert
+        wanted = change.kind is ChangeKind.ESCALATED or (
+            change.kind is ChangeKind.CREATED and alert.level >= self.min_level
+        )
+        if not wanted or not alert.area:
+            return
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(change)
+
+    def flush(self) -> int:
+        """Tell the people on duty about every queued change; how many notices went out."""
+        with self._lock:
+            todo = list(self._queue)
+            self._queue.clear()
+        sent = 0
+        for change in todo:
+            alert = change.alert
+            escalated = change.kind is ChangeKind.ESCALATED
+            reason = "alert_unacknowledged" if escalated else "alert_raised"
+            what = "not acknowledged in time" if escalated else "raised"
+            message = f"{alert.level.label} alert {alert.id} {what}: {alert.summary}"
+            try:
+                sent += len(
+                    self._roster.notify(
+                        self._chain(alert.area or ""),
+                        subject=f"alert:{alert.id}",
+                        reason=reason,
+                        message=message,
+                    )
+                )
+            except Exception:  # one alert's notice must not stop the others'
+                logger.exception("telling the people on duty about alert %s failed", alert.id)
+        self.sent += sent
+        return sent

@@ -1,0 +1,841 @@
+"""Situation feed benchmark: 200 websocket screens (one slow on purpose) on 10,000 devices at 20,000 msg/s.
+
+Method. One Mosquitto on loopback. A publisher process writes 20,000 single-reading SenML messages a
+second (QoS 1, raw MQTT packets so that the load generator costs little CPU), round-robin over 10,000
+devices; each reading's time is the moment it is published. Four client processes hold the screens
+(websockets asyncio clients). Everything runs on this one machine, so one clock serves all.
+
+Latency, publish -> delivered, per (screen, reading): a screen receives a frame at ``arrival``; the
+frame says when the server built it (``ts``), each reading when it was published. For a reading r in
+frame f at screen c: ``arrival_c - r.ts = (arrival_c - f.ts) + (f.ts - r.ts)``. Every screen records
+``arrival_c - f.ts`` per frame (a regex on the frame's first bytes: the screens would otherwise spend
+the machine's CPU parsing 150 MB/s of JSON); two "probe" screens per process parse every frame and
+record ``f.ts - r.ts`` for all its readings; the sums over all (screen, reading) pairs give the
+distribution exactly. Merged frames (a screen that fell behind) are parsed by the screen itself.
+
+Baseline, same run, same publisher, same screens: a minimal relay (paho subscriber, msgspec decode,
+latest per series in a dict, ``websockets.broadcast`` of one encoded frame every interval): what the
+hub's feed costs beyond decode-and-broadcast (durable store, live state, rules, filters, replay).
+
+The hub runs as ``hub run`` does (uvicorn, websockets-sansio), with 6,000 synthetic cameras. Phases of
+8 s alternate without and with the slow screen (A B A B); the slow screen reads one frame a second
+through a 4 KiB socket buffer. ``feed_snapshot_ms`` is hello -> snapshot received and parsed, for a
+stream whose snapshot is not cached (the median of 5, under the same load).
+
+Prints: feed_clients, feed_p99_ms, feed_slow_client_effect_ms, feed_snapshot_ms, feed_baseline_p99_ms,
+feed_p99_ratio (hub / baseline); details as # lines on stderr. Each run stops by itself in < 2 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._broker import BenchBroker, free_port
+
+DEVICES = 10_000
+CAMERAS = 6_000
+RATE = 20_000
+SCREENS = 200
+PROCESSES = 4
+PROBES_PER_PROCESS = 2
+VENDOR = "bench"
+PHASE_S = 8.0
+SETTLE_S = 1.0  # not measured at the start of each phase
+PREFIX = re.compile(rb'\{"type":"(delta|snapshot)","seq":(\d+)(?:,"first_seq":(\d+))?,"ts":(\d+)')
+# Latency histogram edges: 0.25 ms to 2 s, then 10 ms to 5 min (an overloaded hub falls far behind).
+BINS = np.concatenate([np.arange(-50.0, 2_000.0, 0.25), np.arange(2_000.0, 300_000.0, 10.0)])
+
+
+# -- the load: raw MQTT 3.1.1 QoS 1 PUBLISH packets ------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _varint(len(body)) + body
+
+
+def _string(s: bytes) -> bytes:
+    return len(s).to_bytes(2, "big") + s
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read and drop what the broker sends (PUBACKs) until the socket closes."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+def run_publisher(port: int, rate: int, seconds: float) -> None:
+    """Publish ``rate`` msg/s for ``seconds``; PUBACKs are read and dropped by a thread."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    connect = _string(b"MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big")
+    sock.sendall(_packet(0x10, connect + _string(f"bench-feed-pub-{os.getpid()}".encode())))
+    if sock.recv(4)[:2] != b"\x20\x02":
+        raise SystemExit("publisher: no CONNACK")
+    threading.Thread(target=_drain, args=(sock,), daemon=True).start()
+    topics = [_string(f"sensors/{VENDOR}/d{i:06d}/up".encode()) for i in range(DEVICES)]
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        if due > 0:
+            bt = math.floor(time.time() * 1000) / 1000  # the publish time, whole ms
+            buf = bytearray()
+            for k in range(sent, sent + due):
+                d = k % DEVICES
+                payload = b'[{"bn":"d%06d:","bt":%.3f,"n":"water_level","u":"m","v":%.2f}]' % (
+                    d,
+                    bt,
+                    (k // DEVICES) % 500 / 10,
+                )
+                pid = (k % 65535 + 1).to_bytes(2, "big")
+                buf += _packet(0x32, topics[d] + pid + payload)
+            sock.sendall(buf)
+            sent += due
+        time.sleep(0.002)
+    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.close()
+
+
+# -- the baseline: a minimal MQTT -> websocket relay ----------------------------------------------
+
+
+class SenML(msgspec.Struct):
+    bn: str
+    bt: float
+    n: str
+    v: float
+
+
+class Wire(msgspec.Struct, tag="delta", tag_field="type", kw_only=True):
+    seq: int
+    ts: int
+    readings: list[tuple[str, str, float, int]]
+    alerts: list[Any]
+    status: list[Any]
+    cameras: list[Any]
+
+
+def subscribe(port: int, topic: str, on_payload: Any) -> None:  # noqa: ANN401 - a callback
+    """A QoS 0 subscriber on raw MQTT 3.1.1 that reads many packets per recv (paho reads one per
+    select, which made the first baseline measure paho rather than a relay), in a thread."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    connect = _string(b"MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big")
+    sock.sendall(_packet(0x10, connect + _string(b"bench-feed-relay")))
+    sock.sendall(_packet(0x82, (1).to_bytes(2, "big") + _string(topic.encode()) + b"\x00"))
+
+    def read() -> None:
+        buf = b""
+        while chunk := sock.recv(1 << 20):
+            buf += chunk
+            at = 0
+            while True:
+                if len(buf) - at < 2:
+                    break
+                size, shift, i = 0, 0, at + 1
+                while i < len(buf):
+                    size |= (buf[i] & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if not buf[i - 1] & 0x80:
+                        break
+                else:
+                    break
+                if i + size > len(buf):
+                    break
+                if buf[at] & 0xF0 == 0x30:  # PUBLISH at QoS 0: topic, payload
+                    topic_len = int.from_bytes(buf[i : i + 2], "big")
+                    on_payload(buf[i + 2 + topic_len : i + size])
+                at = i + size
+            buf = buf[at:]
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def run_relay(port: int, ws_port: int, interval_ms: int) -> None:
+    """Subscribe, decode, keep the latest per series, broadcast one frame per interval to all."""
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+    from websockets.exceptions import ConnectionClosed
+
+    decoder = msgspec.json.Decoder(list[SenML])
+    encoder = msgspec.json.Encoder()
+    lock = threading.Lock()
+    pending: list[tuple[str, str, float, int]] = []
+
+    def on_payload(payload: bytes) -> None:
+        rows = [(r.bn[:-1], r.n, r.v, round(r.bt * 1000)) for r in decoder.decode(payload)]
+        with lock:
+            pending.extend(rows)
+
+    subscribe(port, "sensors/+/+/up", on_payload)
+    screens: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        screens.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            screens.discard(ws)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", ws_port, compression=None, max_size=None):
+            seq = 0
+            while True:
+                await asyncio.sleep(interval_ms / 1000)
+                with lock:
+                    rows, pending[:] = list(pending), []
+                if not rows:
+                    continue
+                latest: dict[tuple[str, str], tuple[str, str, float, int]] = {}
+                for r in rows:
+                    old = latest.get((r[0], r[1]))
+                    if old is None or r[3] >= old[3]:
+                        latest[(r[0], r[1])] = r
+                seq += 1
+                frame = Wire(
+                    seq=seq,
+                    ts=int(time.time() * 1000),
+                    readings=list(latest.values()),
+                    alerts=[],
+                    status=[],
+                    cameras=[],
+                )
+                broadcast(screens, encoder.encode(frame).decode())
+
+    asyncio.run(main())
+
+
+# -- the hub --------------------------------------------------------------------------------------
+
+
+class SyntheticCameras:
+    """6,000 cameras over the bench city's streets (the video package is not wired yet)."""
+
+    def __init__(self, n: int) -> None:
+        self._cameras = [
+            {
+                "id": f"cam-{i:05d}",
+                "name": f"Camera {i}",
+                "lat": 31.0 + (i % 100) / 100,
+                "lon": 121.0 + (i // 100) / 100,
+                "area": _area(i),
+                "status": "fault" if i % 37 == 0 else "ok",
+                "findings": ["blur"] if i % 37 == 0 else [],
+            }
+            for i in range(n)
+        ]
+
+    def cameras(self) -> list[dict[str, Any]]:
+        return self._cameras
+
+    def subscribe(self, callback: Any) -> Any:  # noqa: ANN401 - the hub's CameraSource protocol
+        return lambda: None
+
+
+def _area(i: int) -> str:
+    return f"bench/district-{i % 16}/street-{(i // 16) % 10}"
+
+
+def build_registry(path: Path) -> None:
+    from devices.profiles import Device, DeviceProfile, MetricSpec, Vendor
+    from devices.registry import Registry
+
+    reg = Registry(f"sqlite:///{path}")
+    reg.put_vendors([Vendor(id=VENDOR, name="Benchmark vendor")])
+    reg.put_profiles(
+        [
+            DeviceProfile(
+                id="bench-senml",
+                name="bench SenML level",
+                type="bench_level",  # no shipped rule covers it: the run raises no alerts
+                domain="water",
+                metrics=(MetricSpec(name="water_level", unit="m", min=-5, max=60),),
+                report_interval_s=60,
+                codec={"codec": "senml"},
+            )
+        ]
+    )
+    reg.put_devices(
+        [
+            Device(
+                id=f"d{i:06d}",
+                vendor=VENDOR,
+                profile="bench-senml",
+                lat=31.0 + (i % 100) / 100,
+                lon=121.0 + (i // 100) / 100,
+                area=_area(i),
+            )
+            for i in range(DEVICES)
+        ]
+    )
+    reg.engine.dispose()
+
+
+def run_hub(port: int, http_port: int, data: str, interval_ms: int) -> None:
+    import uvicorn
+
+    from hub.app import create_app
+    from hub.settings import FeedSettings, HttpSettings, HubSettings, MqttSettings
+
+    settings = HubSettings(
+        data_dir=Path(data),
+        mqtt=MqttSettings(embedded=False, port=port, auth=False, client_id="bench-feed-hub"),
+        http=HttpSettings(port=http_port),
+        feed=FeedSettings(interval_ms=interval_ms),
+    )
+    uvicorn.run(
+        create_app(settings, cameras=SyntheticCameras(CAMERAS)),
+        host="127.0.0.1",
+        port=http_port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+    )
+
+
+# -- the screens ----------------------------------------------------------------------------------
+
+
+class ProbeFrame(msgspec.Struct):
+    ts: int
+    readings: list[tuple[str, str, float, int]]
+
+
+class Screens:
+    """Records of one client process."""
+
+    def __init__(self, n: int) -> None:
+        self.frames: list[tuple[int, int, float, int]] = []  # client, seq, arrival ms, frame ts
+        self.offsets: dict[int, list[int]] = {}  # seq -> frame ts - reading ts (probes)
+        self.direct: list[tuple[float, list[float]]] = []  # merged frames: arrival, latencies
+        self.closes: dict[str, int] = {}
+        self.slow_frames = 0
+        self.slow_merged = 0
+        self.snapshots = 0
+        self.waiting = set(range(n))  # screens that have not had a frame yet
+        self._decoder = msgspec.json.Decoder(ProbeFrame)
+
+    def take(self, cid: int, data: bytes, probe: bool) -> int | None:
+        arrival = time.time() * 1000
+        self.waiting.discard(cid)
+        m = PREFIX.match(data)
+        if m is None:
+            return None
+        seq = int(m.group(2))
+        if m.group(1) == b"snapshot":
+            self.snapshots += 1
+            return seq
+        frame_ts = int(m.group(4))
+        if m.group(3) is not None:  # merged: this screen's own readings set
+            f = self._decoder.decode(data)
+            self.direct.append((arrival, [arrival - r[3] for r in f.readings]))
+            return seq
+        self.frames.append((cid, seq, arrival, frame_ts))
+        if probe and seq not in self.offsets:
+            f = self._decoder.decode(data)
+            self.offsets[seq] = [f.ts - r[3] for r in f.readings]
+        return seq
+
+
+async def _screen(url: str, hello: dict[str, Any], cid: int, probe: bool, rec: Screens) -> None:
+    """A screen that reads everything, reconnecting with ``since`` if the server closes it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    since = None
+    while True:
+        try:
+            async with connect(
+                url, max_size=None, compression=None, open_timeout=120, ping_interval=None
+            ) as ws:
+                await ws.send(json.dumps({**hello, "since": since}))
+                while True:
+                    since = rec.take(cid, await ws.recv(decode=False), probe) or since
+        except ConnectionClosed as exc:
+            code = str(exc.rcvd.code if exc.rcvd else "none")
+            rec.closes[code] = rec.closes.get(code, 0) + 1
+
+
+async def _slow_screen(
+    url: str, hello: dict[str, Any], windows: asyncio.Future[list[list[float]]], rec: Screens
+) -> None:
+    """Connected only during the windows the orchestrator writes; reads one frame a second
+    through a 4 KiB socket buffer (and a client queue of one frame)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    for start, stop in await windows:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        since = None
+        while time.time() < stop:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, _addr(url))
+            try:
+                async with connect(
+                    url, sock=sock, max_size=None, compression=None, max_queue=1, ping_interval=None
+                ) as ws:
+                    await ws.send(json.dumps({**hello, "since": since}))
+                    while (left := stop - time.time()) > 0:
+                        data = await asyncio.wait_for(ws.recv(decode=False), left)
+                        m = PREFIX.match(data)
+                        rec.slow_frames += 1
+                        if m is not None:
+                            since = int(m.group(2))
+                            rec.slow_merged += m.group(3) is not None
+                        await asyncio.sleep(min(1.0, max(0.0, stop - time.time())))
+            except ConnectionClosed as exc:
+                code = "slow-" + str(exc.rcvd.code if exc.rcvd else "none")
+                rec.closes[code] = rec.closes.get(code, 0) + 1
+            except TimeoutError:
+                break
+
+
+def _addr(url: str) -> tuple[str, int]:
+    hostport = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def run_screens(args: argparse.Namespace) -> None:
+    """``n`` screens; "ready" once each had a frame; they stop when the stop file appears."""
+    hello = {"type": "hello", "token": args.token, "filter": None}
+    rec = Screens(args.n)
+    ctl = Path(args.ctl)
+
+    async def main() -> None:
+        tasks = [
+            asyncio.create_task(_screen(args.url, hello, args.first + i, i < args.probes, rec))
+            for i in range(args.n)
+        ]
+        windows: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        if args.slow:
+            tasks.append(asyncio.create_task(_slow_screen(args.url, hello, windows, rec)))
+        ready = False
+        while not _exists(ctl / f"stop-{args.tag}"):
+            if not ready and not rec.waiting:
+                (ctl / f"ready-{args.tag}-{args.first}").touch()
+                ready = True
+            if args.slow and not windows.done() and _exists(ctl / args.slow):
+                windows.set_result(json.loads((ctl / args.slow).read_text()))
+            await asyncio.sleep(0.1)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    rec.waiting = set(range(args.first, args.first + args.n))
+    asyncio.run(main())
+    Path(args.out).write_bytes(
+        msgspec.json.encode(
+            {
+                "frames": rec.frames,
+                "offsets": rec.offsets,
+                "direct": rec.direct,
+                "closes": rec.closes,
+                "slow_frames": rec.slow_frames,
+                "slow_merged": rec.slow_merged,
+                "snapshots": rec.snapshots,
+            }
+        )
+    )
+
+
+# -- the orchestration ----------------------------------------------------------------------------
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Room:
+    """The screen processes of one run: started together, ready together, stopped together."""
+
+    def __init__(
+        self, url: str, token: str, ctl: Path, tag: str, screens: int, *, slow: bool
+    ) -> None:
+        self.ctl, self.tag = ctl, tag
+        per = screens // PROCESSES
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.firsts: list[int] = []
+        first = 0
+        for p in range(PROCESSES):
+            n = per - 1 if p == 0 else per  # process 0 also holds the slow screen (200 in all)
+            args = [
+                "--role", "screens", "--url", url, "--token", token, "--n", str(n),
+                "--first", str(first), "--probes", str(PROBES_PER_PROCESS),
+                "--out", str(ctl / f"{tag}-{p}.json"), "--ctl", str(ctl), "--tag", tag,
+            ]  # fmt: skip
+            if p == 0 and slow:
+                args += ["--slow", f"slow-{tag}.json"]
+            self.procs.append(_spawn(*args))
+            self.firsts.append(first)
+            first += n
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        started = time.monotonic()
+        while not all((self.ctl / f"ready-{self.tag}-{f}").exists() for f in self.firsts):
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"{self.tag}: screens not connected after {timeout:.0f} s")
+            if any(p.poll() is not None for p in self.procs):
+                raise SystemExit(f"{self.tag}: a screen process died")
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def slow_windows(self, windows: list[tuple[float, float]]) -> None:
+        path = self.ctl / f"slow-{self.tag}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(windows))
+        path.with_suffix(".tmp").rename(path)
+
+    def stop(self) -> dict[str, Any]:
+        (self.ctl / f"stop-{self.tag}").touch()
+        for p in self.procs:
+            p.wait(60)
+        return _collect(self.ctl, self.tag)
+
+
+def _collect(tmp: Path, tag: str) -> dict[str, Any]:
+    frames: list[tuple[int, int, float, int]] = []
+    offsets: dict[int, list[int]] = {}
+    direct: list[tuple[float, list[float]]] = []
+    closes: dict[str, int] = {}
+    slow_frames = slow_merged = snapshots = 0
+    for p in range(PROCESSES):
+        part = msgspec.json.decode((tmp / f"{tag}-{p}.json").read_bytes())
+        frames += [tuple(f) for f in part["frames"]]
+        for seq, offs in part["offsets"].items():
+            offsets.setdefault(int(seq), offs)
+        direct += part["direct"]
+        for k, v in part["closes"].items():
+            closes[k] = closes.get(k, 0) + v
+        slow_frames += part["slow_frames"]
+        slow_merged += part["slow_merged"]
+        snapshots += part["snapshots"]
+    return {
+        "frames": frames,
+        "offsets": offsets,
+        "direct": direct,
+        "closes": closes,
+        "slow_frames": slow_frames,
+        "slow_merged": slow_merged,
+        "snapshots": snapshots,
+    }
+
+
+def latency(run: dict[str, Any], windows: list[tuple[float, float]]) -> dict[str, float]:
+    """Publish -> delivered over every (screen, reading) delivered within ``windows`` (s, wall)."""
+    hist = np.zeros(len(BINS) - 1, dtype=np.int64)
+    by_seq: dict[int, list[float]] = {}
+    spans = [(a * 1000, b * 1000) for a, b in windows]
+
+    def inside(t: float) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    frames_in = 0
+    for _cid, seq, arrival, frame_ts in run["frames"]:
+        if inside(arrival):
+            by_seq.setdefault(seq, []).append(arrival - frame_ts)
+            frames_in += 1
+    missing = 0
+    for seq, delays in by_seq.items():
+        offs = run["offsets"].get(seq)
+        if offs is None:
+            missing += 1
+            continue
+        sums = np.add.outer(np.asarray(offs, dtype=np.float64), np.asarray(delays)).ravel()
+        hist += np.histogram(sums, BINS)[0]
+    for arrival, lats in run["direct"]:
+        if inside(arrival):
+            hist += np.histogram(lats, BINS)[0]
+    # The two parts, for the reader: publish -> frame built, frame built -> delivered.
+    seqs = [q for q in by_seq if q in run["offsets"]]
+    none = np.empty(0)
+    build = np.concatenate([none, *(np.asarray(run["offsets"][q], np.float64) for q in seqs)])
+    fan = np.concatenate([none, *(np.asarray(by_seq[q], np.float64) for q in seqs)])
+    total = int(hist.sum())
+    if total == 0:
+        return {"p50": math.nan, "p99": math.nan, "max": math.nan, "n": 0, "frames": 0}
+    cum = np.cumsum(hist)
+    edges = BINS[1:]
+    return {
+        "p50": float(edges[np.searchsorted(cum, 0.50 * total)]),
+        "p99": float(edges[np.searchsorted(cum, 0.99 * total)]),
+        "max": float(edges[np.flatnonzero(hist)[-1]]),
+        "n": total,
+        "frames": frames_in,
+        "missing_offsets": missing,
+        "to_frame_p99": float(np.percentile(build, 99)) if len(build) else math.nan,
+        "fanout_p99": float(np.percentile(fan, 99)) if len(fan) else math.nan,
+    }
+
+
+def timeline(run: dict[str, Any], start: float, end: float) -> str:
+    """Per second: p99 of publish -> frame built and of frame built -> delivered (for reading runs)."""
+    out = []
+    for t in np.arange(start, end, 1.0):
+        lo, hi = t * 1000, (t + 1) * 1000
+        seqs: dict[int, list[float]] = {}
+        for _c, seq, arrival, frame_ts in run["frames"]:
+            if lo <= arrival < hi:
+                seqs.setdefault(seq, []).append(arrival - frame_ts)
+        offs = [o for q in seqs for o in run["offsets"].get(q, [])]
+        fan = [d for ds in seqs.values() for d in ds]
+        if offs and fan:
+            out.append(
+                f"{t - start:.0f}s:{np.percentile(offs, 99):.0f}/{np.percentile(fan, 99):.0f}"
+            )
+    return " ".join(out)
+
+
+def _wait_port(port: int, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on {port} in {timeout:.0f} s")
+
+
+def _wait_http(url: str, timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).json().get("broker_connected"):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the hub did not start")
+
+
+async def _snapshots(ws_url: str, token: str, n: int) -> list[float]:
+    """Hello -> snapshot parsed, on streams with no cached snapshot (a new filter each time)."""
+    from websockets.asyncio.client import connect
+
+    times = []
+    levels = ["info", "blue", "yellow", "orange", "red"]
+    for k in range(n):
+        filt = {"levels": levels[: k + 1], "types": ["bench_level", "camera"]}
+        async with connect(ws_url, max_size=None, compression=None) as ws:
+            t = time.perf_counter()
+            await ws.send(json.dumps({"type": "hello", "token": token, "filter": filt}))
+            while True:
+                body = msgspec.json.decode(await ws.recv(decode=False))
+                if body["type"] == "snapshot":
+                    break
+            times.append((time.perf_counter() - t) * 1000)
+            if len(body["devices"]) != DEVICES or len(body["cameras"]) != CAMERAS:
+                raise SystemExit(
+                    f"snapshot had {len(body['devices'])} devices, {len(body['cameras'])} cameras"
+                )
+    return times
+
+
+def _fmt(d: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--interval-ms", type=int, help="feed interval (default: the hub's)")
+    parser.add_argument("--load", type=int, default=RATE, help="messages a second (smoke runs)")
+    parser.add_argument("--screens", type=int, default=SCREENS, help="screens (smoke runs)")
+    parser.add_argument("--verbose", action="store_true", help="print a per-second timeline")
+    parser.add_argument(
+        "--role", choices=["publisher", "relay", "hub", "screens"], help=argparse.SUPPRESS
+    )
+    for name in ("port", "ws-port", "http-port", "n", "first", "probes", "rate"):
+        parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
+    for name in ("data", "url", "token", "out", "slow", "ctl", "tag"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "publisher":
+        run_publisher(args.port, args.rate, args.seconds)
+    elif args.role == "relay":
+        run_relay(args.port, args.ws_port, args.interval_ms)
+    elif args.role == "hub":
+        run_hub(args.port, args.http_port, args.data, args.interval_ms)
+    elif args.role == "screens":
+        run_screens(args)
+    else:
+        if args.interval_ms is None:
+            from hub.settings import FeedSettings
+
+            args.interval_ms = FeedSettings().interval_ms
+        orchestrate(args.interval_ms, args.load, args.screens, verbose=args.verbose)
+
+
+def orchestrate(interval_ms: int, rate: int, screens: int, *, verbose: bool = False) -> None:
+    import httpx
+    import psutil
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp_, BenchBroker() as broker:
+        tmp = Path(tmp_)
+        data = tmp / "hub"
+        data.mkdir()
+        build_registry(data / "hub.db")
+        publisher = _spawn(
+            "--role", "publisher", "--port", str(broker.port), "--rate", str(rate),
+            "--seconds", "170",
+        )  # fmt: skip
+        procs: list[subprocess.Popen[bytes]] = [publisher]
+        try:
+            # Baseline: the relay and 199 screens; 2 s to settle, 8 s measured.
+            ws_port = free_port()
+            relay = _spawn(
+                "--role", "relay", "--port", str(broker.port), "--ws-port", str(ws_port),
+                "--interval-ms", str(interval_ms),
+            )  # fmt: skip
+            procs.append(relay)
+            _wait_port(ws_port, "the relay")
+            room = Room(f"ws://127.0.0.1:{ws_port}/", "-", tmp, "base", screens, slow=False)
+            procs += room.procs
+            room.wait_ready()
+            t0 = time.time() + 2
+            time.sleep(2 + PHASE_S)
+            base = latency(room.stop(), [(t0, t0 + PHASE_S)])
+            _stop(relay)
+            print(f"# baseline relay: {_fmt(base)}", file=sys.stderr)
+
+            # The hub: A B A B phases of 8 s after the screens connected (B: the slow one on).
+            http_port = free_port()
+            hub = _spawn(
+                "--role", "hub", "--port", str(broker.port), "--http-port", str(http_port),
+                "--data", str(data), "--interval-ms", str(interval_ms),
+            )  # fmt: skip
+            procs.append(hub)
+            url = f"http://127.0.0.1:{http_port}"
+            _wait_http(url)
+            password = (data / "initial-admin-password").read_text().strip()
+            token = httpx.post(
+                url + "/api/v1/auth/login", json={"username": "admin", "password": password}
+            ).json()["access_token"]
+            room = Room(
+                f"ws://127.0.0.1:{http_port}/ws/situation", token, tmp, "hub", screens, slow=True
+            )
+            procs += room.procs
+            connect_s = room.wait_ready()
+            t0 = time.time() + 2
+            phases = [(t0 + i * PHASE_S, t0 + (i + 1) * PHASE_S) for i in range(4)]
+            room.slow_windows([phases[1], phases[3]])
+            watched = {
+                "hub": [psutil.Process(hub.pid)],
+                "screens": [psutil.Process(p.pid) for p in room.procs],
+                "publisher": [psutil.Process(publisher.pid)],
+                "mosquitto": [psutil.Process(broker.proc.pid)] if broker.proc else [],
+            }
+            time.sleep(max(0.0, t0 - time.time()))
+            for ps in watched.values():
+                for x in ps:
+                    x.cpu_percent()
+            time.sleep(max(0.0, phases[-1][1] - time.time()))
+            cpu = {k: sum(x.cpu_percent() for x in ps) for k, ps in watched.items()}
+            load = os.getloadavg()[0]
+            snaps = asyncio.run(_snapshots(f"ws://127.0.0.1:{http_port}/ws/situation", token, 5))
+            status = httpx.get(
+                url + "/api/v1/feed/status", headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            run = room.stop()
+        finally:
+            for p in reversed(procs):
+                _stop(p)
+
+    quiet = [(a + SETTLE_S, b) for a, b in (phases[0], phases[2])]
+    noisy = [(a + SETTLE_S, b) for a, b in (phases[1], phases[3])]
+    a, b, both = latency(run, quiet), latency(run, noisy), latency(run, quiet + noisy)
+    if verbose:
+        print(
+            f"# per second, p99 publish->frame / frame->delivered (ms), phases of {PHASE_S:.0f} s "
+            f"A B A B: {timeline(run, phases[0][0], phases[-1][1])}",
+            file=sys.stderr,
+        )
+    print(f"# hub without the slow screen: {_fmt(a)}", file=sys.stderr)
+    print(f"# hub with the slow screen:    {_fmt(b)}", file=sys.stderr)
+    print(
+        f"# {screens - 1} screens connected and had their snapshot in {connect_s:.1f} s; slow screen: "
+        f"{run['slow_frames']} frames read, {run['slow_merged']} of them merged; closes seen by "
+        f"screens: {run['closes']}; snapshots received: {run['snapshots']}",
+        file=sys.stderr,
+    )
+    print(
+        f"# CPU over the phases (% of one core): "
+        f"{', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}; machine load average {load:.1f} "
+        f"on {os.cpu_count()} cores",
+        file=sys.stderr,
+    )
+    print(
+        f"# feed: frames "
+        f"{status['frames']}, closed too slow {status['closed_slow']}, last tick "
+        f"{status['last_tick_ms']} ms; interval {interval_ms} ms",
+        file=sys.stderr,
+    )
+    print(
+        f"# snapshot (10,000 devices + 6,000 cameras) hello->parsed ms: "
+        f"{', '.join(f'{s:.0f}' for s in snaps)}; server build of the last "
+        f"{status['last_snapshot_ms']} ms; run took {time.monotonic() - started:.0f} s",
+        file=sys.stderr,
+    )
+    print(f"# load {rate} msg/s over {DEVICES} devices", file=sys.stderr)
+    print(f"feed_clients={screens}")
+    print(f"feed_p99_ms={both['p99']:.1f}")
+    print(f"feed_slow_client_effect_ms={b['p99'] - a['p99']:.1f}")
+    print(f"feed_snapshot_ms={float(np.median(snaps)):.0f}")
+    print(f"feed_baseline_p99_ms={base['p99']:.1f}")
+    print(f"feed_p99_ratio={both['p99'] / base['p99']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The snapshot a screen gets on connect: devices with their latest values, active alerts, cameras, counts.
+
+Built from live state arrays for the devices a filter group sees: the values of all of them are read
+with one fancy index, the non-empty (device, metric) cells found with one ``nonzero``, and the rest is
+building the wire's lists, which is what the JSON encoder needs anyway. A group caches its snapshot
+text, so a room of screens connecting at once costs one build.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from alerts.lifecycle import Alert
+from alerts.wire import alert_body
+from hub.feed_devices import FeedDevices
+from hub.feed_frames import Filter
+from hub.state import LiveState
+
+COUNTED_LEVELS = ("blue", "yellow", "orange", "red")
+
+_encoder = msgspec.json.Encoder()
+_ONLINE: NDArray[np.object_] = np.array([None, False, True], dtype=object)  # by status + 1
+
+
+class DeviceRow(msgspec.Struct):
+    """A device in a snapshot (fields in wire order; a Struct builds and encodes faster than a dict)."""
+
+    id: str
+    vendor: str
+    type: str
+    lat: float
+    lon: float
+    area: str
+    online: bool | None
+    last_seen: int | None
+    values: dict[str, float]
+
+
+def device_rows(cap: Capture) -> list[DeviceRow]:
+    """The snapshot's devices: id, position, state, and latest value per metric."""
+    devices, index = cap.devices, cap.index
+    rows, cols = np.nonzero(cap.times != cap.never)
+    values: list[dict[str, float]] = [{} for _ in range(len(index))]
+    for row, name, value in zip(
+        rows.tolist(), devices.metrics[cols].tolist(), cap.values[rows, cols].tolist(), strict=True
+    ):
+        values[row][name] = value
+    seen: list[int | None] = [None if t == cap.never else t for t in cap.last_seen.tolist()]
+    return list(
+        map(
+            DeviceRow,
+            devices.ids[index].tolist(),
+            devices.vendor[index].tolist(),
+            devices.type[index].tolist(),
+            devices.lat[index].tolist(),
+            devices.lon[index].tolist(),
+            devices.area[index].tolist(),
+            _ONLINE[cap.online.astype(np.intp) + 1].tolist(),
+            seen,
+            values,
+        )
+    )
+
+
+def counts(
+    devices: FeedDevices,
+    index: NDArray[np.intp],
+    online: NDArray[np.int8],
+    alerts: Sequence[Alert],
+) -> dict[str, dict[str, Any]]:
+    """Devices, online, offline and active alerts by level, for every area path and each of its parents."""
+    out: dict[str, dict[str, Any]] = {}
+    for codes, names in devices.area_prefixes():
+        code = codes[index]
+        valid = code >= 0
+        size = len(names)
+        total = np.bincount(code[valid], minlength=size)
+        on = np.bincount(code[valid & (online == 1)], minlength=size)
+        off = np.bincount(code[valid & (online == 0)], minlength=size)
+        for i in np.flatnonzero(total).tolist():
+            out[names[i]] = {
+                "devices": int(total[i]),
+                "online": int(on[i]),
+                "offline": int(off[i]),
+                "alerts": dict.fromkeys(COUNTED_LEVELS, 0),
+            }
+    by_area: dict[str, list[str]] = defaultdict(list)
+    for alert in alerts:
+        area = alert.area
+        if area is None and alert.device is not None:
+            at = devices.index_of(alert.device)
+            area = str(devices.area[at]) if at is not None else None
+        if area and alert.level.label in COUNTED_LEVELS:
+            by_area[area].append(alert.level.label)
+    for area, levels in by_area.items():
+        parts = area.split("/")
+        for depth in range(1, len(parts) + 1):
+            entry = out.setdefault(
+                "/".join(parts[:depth]),
+                {
+                    "devices": 0,
+                    "online": 0,
+                    "offline": 0,
+                    "alerts": dict.fromkeys(COUNTED_LEVELS, 0),
+                },
+            )
+            for level in levels:
+                entry["alerts"][level] += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """A stream's part of live state at one seq, copied on the event loop (where state is written).
+
+    Copying costs a few fancy indexes; turning it into text (`render`) is the expensive part and
+    runs in a worker thread, so screens keep receiving frames while a snapshot is built.
+    """
+
+    seq: int
+    now_ms: int
+    filt: Filter
+    devices: FeedDevices
+    index: NDArray[np.intp]
+    values: NDArray[np.float64]
+    times: NDArray[np.int64]
+    last_seen: NDArray[np.int64]
+    online: NDArray[np.int8]
+    never: int
+
+
+def capture(
+    *,
+    seq: int,
+    now_ms: int,
+    filt: Filter,
+    devices: FeedDevices,
+    mask: NDArray[np.bool_],
+    state: LiveState,
+) -> Capture:
+    """Copy what the snapshot of a stream at ``seq`` shows (call on the event loop)."""
+    never = LiveState.never()
+    index = np.flatnonzero(mask).astype(np.intp)
+    d_state, m_state = state.shape
+    inside = index < d_state
+    n_metrics = min(m_state, len(devices.metrics))
+    values = np.full((len(index), n_metrics), np.nan)
+    times = np.full((len(index), n_metrics), never, dtype=np.int64)
+    values[inside] = state.value[index[inside], :n_metrics]
+    times[inside] = state.ts[index[inside], :n_metrics]
+    last_seen, status = state.devices(index)
+    online = devices.online(index, status, last_seen, now_ms, never)
+    return Capture(seq, now_ms, filt, devices, index, values, times, last_seen, online, never)
+
+
+def render(cap: Capture, active_alerts: Sequence[Alert], cameras: Sequence[dict[str, Any]]) -> str:
+    """The snapshot text: what a screen needs to draw everything its stream may show."""
+    filt = cap.filt
+    alerts = [a for a in active_alerts if filt.wants_alert(a, cap.devices)]
+    # The source's dicts as they are: `hub.feed.CameraSource` promises the protocol's fields.
+    shown = list(cameras) if filt.all_cameras else [c for c in cameras if filt.wants_camera(c)]
+    body = {
+        "type": "snapshot",
+        "seq": cap.seq,
+        "ts": cap.now_ms,
+        "devices": device_rows(cap),
+        "alerts": [alert_body(a) for a in alerts],
+        "cameras": shown,
+        "counts": counts(cap.devices, cap.index, cap.online, alerts),
+    }
+    return _encoder.encode(body).decode()

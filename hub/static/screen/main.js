@@ -1,0 +1,251 @@
+// The command screen: logs in, reads its settings and the area outlines, then follows the situation
+// feed. Every panel reads the one Model; frames and REST answers change the model, and the model's
+// change events only mark panels dirty (each redraws at most once per animation frame).
+
+import { api, login, token, takeTokenFromFragment, onLoginNeeded, needLogin } from "./api.js";
+import { Model, COLOURS, CAMERA_COLOURS, LEVELS, districtOf } from "./model.js";
+import { Live } from "./feed.js";
+import { CityMap } from "./map.js";
+import { AlertList } from "./alerts.js";
+import { DistrictPanel } from "./districts.js";
+import { DevicePanel } from "./device.js";
+import { Cue } from "./cue.js";
+import { t, pick, applyStatic, setLanguage, language, onLanguage, clock } from "./i18n.js";
+
+const $ = (sel) => document.querySelector(sel);
+const status = $("#screen-status");
+const model = new Model();
+const areaProps = new Map();    // area path -> {name, name_zh}
+let config = null;
+let map, alerts, districts, device, cue, live;
+
+takeTokenFromFragment();
+applyStatic(document);
+
+// -- names --------------------------------------------------------------------------------------
+function areaName(path) {
+  if (!path) return "";
+  const d = districtOf(path);
+  const dn = areaProps.has(d) ? pick(areaProps.get(d)) : d.split("/").pop();
+  if (path === d) return dn;
+  const street = path.split("/").slice(0, 3).join("/");
+  const sn = areaProps.has(street) ? pick(areaProps.get(street)) : path.split("/")[2];
+  return `${dn} · ${sn}`;
+}
+
+// -- login --------------------------------------------------------------------------------------
+const loginBox = $("#login");
+onLoginNeeded(() => { live?.stop(); loginBox.hidden = false; });
+loginBox.querySelector("form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  try {
+    await login(f.get("username"), f.get("password"));
+    loginBox.hidden = true;
+    boot();
+  } catch (e) {
+    loginBox.querySelector(".err").textContent = e.message;
+  }
+});
+for (const b of [$("#logout"), $("#staff-logout")]) {
+  b.addEventListener("click", async () => { try { await api("/api/v1/auth/logout", { method: "POST" }); } catch { /* gone anyway */ } $("#staff-only").hidden = true; needLogin(); });
+}
+$("#lang").addEventListener("click", () => setLanguage(language() === "zh" ? "en" : "zh"));
+
+// -- the screen ---------------------------------------------------------------------------------
+let booted = false;
+async function boot() {
+  if (!token()) { needLogin(); return; }
+  try {
+    config = await api("/api/v1/screen/config");
+  } catch (e) {
+    if (e.status === 403) $("#staff-only").hidden = false;
+    return;
+  }
+  $("#who").textContent = `${config.user} · ${config.role}`;
+  if (!booted) { build(); booted = true; }
+  alerts.actions = config.actions;
+  map.setTiles(config.tile_url, config.tile_attribution);
+  try {
+    const areas = await api("/api/v1/areas/geojson");
+    for (const f of areas.features) if (f.properties?.area) areaProps.set(f.properties.area, f.properties);
+    map.setAreas(areas);
+    districts.setDistricts(areas.features.filter((f) => f.properties?.kind === "district").map((f) => f.properties.area));
+  } catch (e) { console.warn("areas", e); }
+  live.filter = urlFilter();
+  if (live.filter.area) map.focusArea(live.filter.area);
+  live.start();
+  districts.loadHistory().catch((e) => console.warn("history", e));
+}
+
+function build() {
+  cue = new Cue({ banner: $("#banner"), button: $("#sound"), status });
+  map = new CityMap($("#map"), model, {
+    onSelect: ({ device: id, camera }) => {
+      if (id) selectDevice(id);
+      else if (camera) { device.showCamera(model.cameraIndex.get(camera)); showTab("device"); }
+    },
+    onDrawn: report,
+    onHover: hover,
+  });
+  alerts = new AlertList($("#alerts-panel"), model, {
+    actions: config.actions, areaName,
+    onPick: (a) => { if (a.device && model.index.has(a.device)) selectDevice(a.device, true); else if (a.area) map.focusArea(districtOf(a.area)); },
+    onActed: (view, action) => {
+      model.lastActor.set(view.id, { actor: config.user, action, at: Date.now() });
+      model.putAlert(view);
+      if (action !== "dispatch" || view.state !== "raised") cue.clear(view.id);
+    },
+    onError: toast,
+    dialog: askUnit,
+  });
+  districts = new DistrictPanel($("#district-panel"), model, {
+    areaName,
+    onPick: (area) => map.focusArea(area),
+    onTotals: header,
+  });
+  device = new DevicePanel($("#device-panel"), model, { areaName, onClose: () => { map.select(null); showTab("districts"); } });
+  live = new Live({
+    onSnapshot: (snap) => {
+      model.loadSnapshot(snap);
+      for (const a of model.alerts.values()) districts.countRaised(a);
+      if (!map.fitted) map.fit();
+    },
+    onDelta: (delta) => {
+      const changes = model.applyDelta(delta);
+      if (delta.readings?.length) device.onReadings(delta.readings);
+      for (const ch of changes) onAlertChange(ch);
+    },
+    onStatus: (mode) => {
+      const pill = $("#live");
+      pill.dataset.mode = mode;
+      pill.querySelector(".label").textContent = t(`live.${mode}`);
+      status.dataset.mode = mode;
+    },
+  });
+  // Readings touch the map and the counts; alert changes touch everything. The open device's panel
+  // follows its own readings (device.onReadings), not every delta's.
+  model.on((what) => {
+    map.invalidate();
+    districts.invalidate();
+    if (what !== "values") { alerts.invalidate(); device.invalidate(); }
+  });
+  onLanguage(() => { map.invalidate(); alerts.render(); districts.render(); device.render(); cue.label(); legend(); live.setMode(live.mode); });
+  $("#zoom-in").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, 1));
+  $("#zoom-out").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, -1));
+  $("#fit").addEventListener("click", () => { map.highlightArea = null; map.fit(); });
+  for (const b of document.querySelectorAll(".tabs [data-show]")) b.addEventListener("click", () => showTab(b.dataset.show));
+  setInterval(() => { $("#clock").textContent = clock(Date.now()); }, 1000);
+  legend();
+  window.hubScreen = {
+    model, map, live, cue, alerts, districts, device,
+    marker: (id) => map.markerOf(id),
+    select: (id) => selectDevice(id, true),
+  };
+}
+
+function onAlertChange(ch) {
+  const a = ch.alert;
+  if (!a) return;
+  if (ch.change === "created") districts.countRaised(a);
+  const becameRed = a.level === "red" && a.condition === "firing" && a.state === "raised" && (
+    ch.change === "created" || ch.change === "refired" || ch.change === "escalated" ||
+    (ch.change === "level_changed" && ch.from_level !== "red"));
+  if (becameRed) cue.red(a, `${areaName(a.area || "")} ${a.device || ""} · ${a.summary}`);
+  else if (a.state !== "raised" || a.condition !== "firing") cue.clear(a.id);
+}
+
+/** A screen for one district or one kind of sensor: /?area=demo/riverside&types=water_level&levels=red,orange */
+function urlFilter() {
+  const q = new URLSearchParams(location.search);
+  const list = (k) => (q.get(k) ? q.get(k).split(",").map((x) => x.trim()).filter(Boolean) : null);
+  return { area: q.get("area") || null, types: list("types"), levels: list("levels") };
+}
+
+function selectDevice(id, focus = false) {
+  map.select(id);
+  if (focus) map.focusDevice(id);
+  device.show(id);
+  showTab("device");
+}
+
+function showTab(name) { $("#side").dataset.tab = name; }
+
+function askUnit(a) {
+  const dlg = $("#dispatch");
+  const form = dlg.querySelector("form");
+  form.reset();
+  dlg.querySelector(".summary").textContent = a.summary;
+  dlg.showModal();
+  return new Promise((resolve) => {
+    dlg.addEventListener("close", () => {
+      const f = new FormData(form);
+      resolve(dlg.returnValue === "send" && f.get("unit") ? { unit: f.get("unit"), note: f.get("note") || "" } : null);
+    }, { once: true });
+  });
+}
+
+function toast(text) {
+  const el = $("#toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, 6000);
+}
+
+function hover(it, x, y) {
+  const tip = $("#tip");
+  if (!it) { tip.hidden = true; return; }
+  if (it.kind === "cluster") {
+    const c = map.clusters[it.k];
+    tip.textContent = `${c.count} ${t("devices")}`;
+  } else if (it.kind === "device") {
+    const d = model.device(model.ids[it.i]);
+    const s = d.state;
+    tip.textContent = `${d.id} · ${t("type." + d.type)} · ${t(LEVELS.includes(s) ? "level." + s : s)}`;
+  } else {
+    const c = model.cameraIndex.get(it.id);
+    tip.textContent = `${t("camera")} ${c?.name || it.id} · ${t("cam." + (c?.status || "unknown"))}`;
+  }
+  tip.style.left = `${x + 14}px`; tip.style.top = `${y + 10}px`;
+  tip.hidden = false;
+}
+
+function legend() {
+  const dot = (c, label, sq = false) => `<span><i class="${sq ? "sq" : ""}" style="background:${c}"></i>${label}</span>`;
+  $("#legend").innerHTML = [
+    dot(COLOURS.online, t("online")), dot(COLOURS.offline, t("offline")), dot(COLOURS.unknown, t("unknown")),
+    ...["blue", "yellow", "orange", "red"].map((lv) => dot(COLOURS[lv], t("level." + lv))),
+    dot(CAMERA_COLOURS.ok, t("camera"), true), dot(CAMERA_COLOURS.fault, `${t("camera")} ${t("cam.fault")}`, true),
+  ].join("");
+}
+
+/** Header counts, from the district panel's pass over the devices. */
+function header(total) {
+  $("#h-devices").textContent = total.devices.toLocaleString();
+  $("#h-online").textContent = total.online.toLocaleString();
+  $("#h-offline").textContent = total.offline.toLocaleString();
+  $("#h-unknown").textContent = total.unknown.toLocaleString();
+  const by = { red: 0, orange: 0, yellow: 0, blue: 0 };
+  for (const a of model.alerts.values()) if (a.level in by) by[a.level]++;
+  $("#h-alerts").innerHTML = Object.entries(by).map(([lv, n]) => `<span class="chip lv-${lv}" title="${t("level." + lv)}"><i></i>${n}</span>`).join("");
+}
+
+/** What the last frame drew, for tests and for anyone debugging a wall screen. */
+function report(m) {
+  const d = status.dataset;
+  d.devices = String(model.n);
+  d.drawn = String(m.drawnCount || 0);
+  d.clusters = String(m.clusters.length);
+  d.cameras = String(m.camerasDrawn || 0);
+  d.alerting = String(model.level.reduce((n, x) => n + (x > 0 ? 1 : 0), 0));
+  d.alerts = String(model.alerts.size);
+  d.frames = String(m.frames);
+  d.drawMs = m.lastMs.toFixed(2);
+  d.zoom = m.z.toFixed(2);
+  d.seq = String(model.seq ?? "");
+  d.version = String(model.version);
+  d.areas = String(m.features.length);
+}
+
+boot();

@@ -1,0 +1,196 @@
+"""Registering cameras in bulk: CSV or JSON rows, each checked and sorted into new, changed, unchanged or refused.
+
+As for devices (`devices.registration`): every refused row comes back with its row number and a
+reason, and uploading the same file twice changes nothing. A row whose URL is the redacted form the
+API shows (``rtsp://***:***@...``) keeps the stored login, so a listing exported, edited and
+uploaded again does not wipe the cameras' passwords. Reasons never quote a URL's login.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from video import urls
+from video.cameras import Camera
+from video.errors import InvalidCameraError
+from video.registry import CameraRegistry
+
+MAX_ROWS = 100_000
+CSV_COLUMNS = (
+    "id",
+    "url",
+    "name",
+    "department",
+    "lat",
+    "lon",
+    "heading",
+    "fov",
+    "area",
+    "tags",
+    "thresholds",
+    "enabled",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A refused row: where it is in the upload, its id if it had one, and why."""
+
+    row: int
+    id: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class Sorted:
+    """An upload sorted out: what to write, what was already so, and what was refused."""
+
+    new: list[Camera] = field(default_factory=list)
+    changed: list[Camera] = field(default_factory=list)
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+def parse_rows(body: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """``(row number, fields)`` of a CSV (header row; numbers are file lines) or JSON upload.
+
+    JSON is a list of objects or ``{"cameras": [...]}``; its row numbers count items from 1.
+
+    Raises:
+        InvalidCameraError: not CSV or JSON as described, or more than `MAX_ROWS` rows.
+    """
+    if "json" in content_type:
+        yield from _json_rows(body)
+    elif "csv" in content_type or content_type.startswith("text/"):
+        yield from _csv_rows(body)
+    else:
+        msg = f"send text/csv or application/json, not {content_type or 'no content type'}"
+        raise InvalidCameraError(msg)
+
+
+def _json_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = f"the upload is not JSON: {exc}"
+        raise InvalidCameraError(msg) from exc
+    if isinstance(doc, dict):
+        doc = doc.get("cameras")
+    if not isinstance(doc, list):
+        msg = 'JSON uploads are a list of cameras or {"cameras": [...]}'
+        raise InvalidCameraError(msg)
+    _check_size(len(doc))
+    for n, item in enumerate(doc, start=1):
+        yield n, item if isinstance(item, dict) else {"__not_an_object__": item}
+
+
+def _csv_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    try:
+        text = body.decode("utf-8-sig")  # spreadsheets write a byte-order mark
+    except UnicodeDecodeError as exc:
+        msg = f"the CSV is not UTF-8: {exc}"
+        raise InvalidCameraError(msg) from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if "id" not in header or "url" not in header or unknown:
+        msg = f"CSV header needs id and url, may have {', '.join(CSV_COLUMNS)}"
+        if unknown:
+            msg += f"; unknown columns: {', '.join(unknown)}"
+        raise InvalidCameraError(msg)
+    reader.fieldnames = header
+    for n, raw in enumerate(reader, start=2):
+        _check_size(n - 1)
+        row: dict[str, Any] = {
+            k: v.strip() for k, v in raw.items() if k is not None and v is not None and v.strip()
+        }
+        if None in raw:
+            row["__extra__"] = raw[None]
+        for key in ("tags", "thresholds"):
+            if key in row:
+                row[key] = _pairs(row[key], numbers=key == "thresholds")
+        yield n, row
+
+
+def _pairs(text: str, *, numbers: bool) -> object:
+    """A mapping in a CSV cell: ``k=v;k=v`` or a JSON object (left as text when malformed)."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    pairs = [p.partition("=") for p in text.split(";") if p.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        return text  # validation says what is wrong
+    return {k.strip(): (_number(v.strip()) if numbers else v.strip()) for k, _, v in pairs}
+
+
+def _number(text: str) -> object:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _check_size(n: int) -> None:
+    if n > MAX_ROWS:
+        msg = f"at most {MAX_ROWS} cameras per upload: split the file"
+        raise InvalidCameraError(msg)
+
+
+def _first_error(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors(include_input=False)[:3]:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        msg = e.get("msg", "").removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def sort_rows(registry: CameraRegistry, rows: Iterator[tuple[int, Mapping[str, Any]]]) -> Sorted:
+    """Check every row and sort it against what the registry holds."""
+    out = Sorted()
+    seen: dict[str, int] = {}
+    for n, fields in rows:
+        checked = _check_row(registry, n, fields, seen)
+        if isinstance(checked, RowError):
+            out.errors.append(checked)
+            continue
+        seen[checked.id] = n
+        old = registry.cameras.get(checked.id)
+        if old is None:
+            out.new.append(checked)
+        elif checked == old:
+            out.unchanged += 1
+        else:
+            out.changed.append(checked)
+    return out
+
+
+def _check_row(
+    registry: CameraRegistry, n: int, fields: Mapping[str, Any], seen: Mapping[str, int]
+) -> Camera | RowError:
+    """The row as a camera, or why it is refused."""
+    row_id = fields.get("id") if isinstance(fields.get("id"), str) else None
+    if "__not_an_object__" in fields:
+        return RowError(n, None, "a camera is a JSON object")
+    if "__extra__" in fields:
+        return RowError(n, row_id, "more cells than the header has columns")
+    data = dict(fields)
+    old = registry.cameras.get(row_id) if row_id else None
+    if old is not None and isinstance(data.get("url"), str):
+        data["url"] = urls.keep_stored_secrets(data["url"], old.url)
+    try:
+        camera = Camera.model_validate(data)
+    except ValidationError as exc:
+        return RowError(n, row_id, _first_error(exc))
+    if camera.id in seen:
+        return RowError(n, camera.id, f"id {camera.id} repeats row {seen[camera.id]}")
+    return camera
