@@ -100,6 +100,9 @@ class FileStore:
             try:
                 newest = self._newest_stored(params["dhi"])
                 fresh = bool((batch.ts > newest[batch.device]).all())
+                # Unknown until this write is known to have committed or not: whatever fails below
+                # (even after the commit), the bounds are read from the store again.
+                self._newest = None
                 con.register("incoming", columns)
                 try:
                     # DuckDB answers an INSERT with the number of rows it inserted.
@@ -109,10 +112,10 @@ class FileStore:
                 finally:
                     con.unregister("incoming")
             except duckdb.Error as exc:
-                self._newest = None
                 msg = f"writing {len(batch)} readings to {self.path} failed: {exc}"
                 raise StoreError(msg) from exc
             np.maximum.at(newest, batch.device, batch.ts)
+            self._newest = newest
             return int(row[0]) if row else 0
 
     def _newest_stored(self, device: int) -> NDArray[np.int64]:
