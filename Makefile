@@ -37,6 +37,7 @@ bench: $(STAMP) system
 	$(BIN)/python bench/onboarding.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/feed.py
+	$(BIN)/python bench/video.py
 	$(BIN)/python bench/influx.py
 
 clean:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -70,6 +72,8 @@ class IncidentReader:
             )
         if q.until_ms is not None:
             where.append(c.opened_ms < q.until_ms)
+        if q.opened_since_ms is not None:
+            where.append(c.opened_ms >= q.opened_since_ms)
         if q.since_ms is not None:
             where.append(sa.or_(c.closed_ms.is_(None), c.closed_ms >= q.since_ms))
 
@@ -156,3 +160,16 @@ class IncidentReader:
         if row is None:
             raise ResponseNotFoundError(kind="photo", key=photo_id)
         return photo_of(row)
+
+    def overdue_counts(self, ids: Sequence[int]) -> dict[int, int]:
+        """How many steps of each of ``ids`` overran (for the period reports)."""
+        if not ids:
+            return {}
+        t = incident_audit_table.c
+        q = (
+            sa.select(t.incident_id, sa.func.count())
+            .where(t.action == "overdue", t.incident_id.in_(list(ids)))
+            .group_by(t.incident_id)
+        )
+        rows = self._db.read(lambda conn: conn.execute(q).all())
+        return {int(r[0]): int(r[1]) for r in rows}

@@ -99,8 +99,9 @@ class IncidentQuery:
     min_level: Level | None = None
     active: bool | None = None
     unit: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
+    since_ms: int | None = None  # alive at or after: not closed before it
+    until_ms: int | None = None  # opened before it
+    opened_since_ms: int | None = None  # opened at or after it
     offset: int = 0
     limit: int = 100
 

@@ -375,6 +375,10 @@ class WarningStore:
 
     # -- reads ------------------------------------------------------------------------------------
 
+    def now_ms(self) -> int:
+        """The store's clock (what "in force" is judged by)."""
+        return self._clock()
+
     def get(self, warning_id: int) -> PublicWarning:
         """The warning ``warning_id``."""
         return self._db.read(lambda conn: self._get(conn, warning_id))

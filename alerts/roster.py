@@ -129,6 +129,8 @@ class Roster:
         self._db = db
         self._receivers = list(receivers)
         self._clock = clock
+        self._gaps: set[str] = set()
+        self.unanswered = 0
 
     # -- shifts -------------------------------------------------------------------------------------
 
@@ -206,8 +208,11 @@ class Roster:
         user: str | None = None,
         limit: int = 500,
     ) -> list[Shift]:
-        """Shifts by start: in any of the area prefixes ``within``, on duty at ``at_ms``, overlapping
-        ``[since_ms, until_ms)``, of ``user``."""
+        """Shifts by start, filtered.
+
+        ``within``: area prefixes; ``at_ms``: on duty then; ``since_ms``/``until_ms``: overlapping
+        that window; ``user``: that person's.
+        """
         t = shifts_table.c
         where: list[sa.ColumnElement[bool]] = []
         if within is not None:
@@ -226,8 +231,10 @@ class Roster:
     def on_duty(
         self, chain: Sequence[str], at_ms: int, roles: Sequence[Role] = ESCALATION_ROLES
     ) -> tuple[str | None, list[Shift]]:
-        """The first area of ``chain`` (an area and those above it) with someone on duty in
-        ``roles`` at ``at_ms``, and who; (None, []) when nobody in the chain is."""
+        """Who is on duty in ``roles`` at ``at_ms`` for the first area of ``chain`` that has anyone.
+
+        ``chain`` is an area and those above it, nearest first; (None, []) when nobody is.
+        """
         if not chain:
             return None, []
         t = shifts_table.c
@@ -245,6 +252,10 @@ class Roster:
         return None, []
 
     # -- notices ------------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The roster's clock (who is on duty is judged by it)."""
+        return self._clock()
 
     def notify(
         self,
@@ -264,7 +275,13 @@ class Roster:
         now = self._clock()
         area, shifts = self.on_duty(chain, now, roles)
         if area is None:
-            logger.warning("nobody on duty for %s (or above) to tell about %s", chain[0], subject)
+            # A gap in the roster is itself a problem: said once per area, counted every time.
+            self.unanswered += 1
+            if chain[0] not in self._gaps:
+                self._gaps.add(chain[0])
+                logger.warning(
+                    "nobody on duty for %s (or above) to tell about %s", chain[0], subject
+                )
             return []
         people = {(s.user, s.role): s for s in shifts}  # one notice per person and role
 
@@ -384,35 +401,51 @@ class DutyNotifier:
         wanted = change.kind is ChangeKind.ESCALATED or (
             change.kind is ChangeKind.CREATED and alert.level >= self.min_level
         )
-        if not wanted or not alert.area:
-            return
+        if not wanted or not alert.area or alert.source.startswith("incident:"):
+            return  # an incident's own alerts: the response service tells people itself
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
             self._queue.append(change)
 
     def flush(self) -> int:
-        """Tell the people on duty about every queued change; how many notices went out."""
+        """Tell the people on duty about the queued changes; how many notices went out.
+
+        Changes are grouped by the area whose people answer and by reason: a storm's fifty red
+        alerts in one district are one notice per person, naming how many and the first few.
+        """
         with self._lock:
             todo = list(self._queue)
             self._queue.clear()
-        sent = 0
+        groups: dict[tuple[str, str], list[AlertChange]] = {}
+        now = self._roster.now_ms()
         for change in todo:
-            alert = change.alert
-            escalated = change.kind is ChangeKind.ESCALATED
-            reason = "alert_unacknowledged" if escalated else "alert_raised"
-            what = "not acknowledged in time" if escalated else "raised"
-            message = f"{alert.level.label} alert {alert.id} {what}: {alert.summary}"
+            reason = (
+                "alert_unacknowledged" if change.kind is ChangeKind.ESCALATED else "alert_raised"
+            )
+            area, _ = self._roster.on_duty(self._chain(change.alert.area or ""), now)
+            if area is None:
+                self._roster.unanswered += 1
+                continue
+            groups.setdefault((area, reason), []).append(change)
+        sent = 0
+        for (area, reason), changes in groups.items():
+            alerts = sorted((c.alert for c in changes), key=lambda a: (-a.level, a.id))
+            what = "not acknowledged in time" if reason == "alert_unacknowledged" else "raised"
+            lines = [f"{a.level.label} alert {a.id}: {a.summary}" for a in alerts[:5]]
+            more = f" (and {len(alerts) - 5} more)" if len(alerts) > 5 else ""
+            head = f"{len(alerts)} alerts {what}" if len(alerts) > 1 else f"alert {what}"
             try:
                 sent += len(
                     self._roster.notify(
-                        self._chain(alert.area or ""),
-                        subject=f"alert:{alert.id}",
+                        [area],
+                        subject=f"alert:{alerts[0].id}",
                         reason=reason,
-                        message=message,
+                        message=f"{head}: " + "; ".join(lines) + more,
+                        details={"alerts": [a.id for a in alerts]},
                     )
                 )
-            except Exception:  # one alert's notice must not stop the others'
-                logger.exception("telling the people on duty about alert %s failed", alert.id)
+            except Exception:  # one group's notice must not stop the others'
+                logger.exception("telling the people on duty for %s failed", area)
         self.sent += sent
         return sent

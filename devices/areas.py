@@ -394,7 +394,11 @@ class AreaTree:
 
 
 def scope_clause(column: sa.ColumnElement[str], prefixes: Sequence[str]) -> sa.ColumnElement[bool]:
-    """SQL for "``column`` lies within any of ``prefixes``" (what `AreaTree.covers` gives)."""
+    """SQL for "``column`` lies within any of ``prefixes``" (what `AreaTree.covers` gives).
+
+    No prefixes match nothing: an empty scope (an area outside the caller's) finds no rows.
+    """
     return sa.or_(
-        *(sa.or_(column == p, column.startswith(p + "/", autoescape=True)) for p in prefixes)
+        sa.false(),
+        *(sa.or_(column == p, column.startswith(p + "/", autoescape=True)) for p in prefixes),
     )

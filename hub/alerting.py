@@ -35,6 +35,9 @@ from ingest.batch import ReadingBatch
 
 logger = logging.getLogger(__name__)
 
+ENGINE_SOURCES = ("device:", "area:", "cluster:")
+"""The sources the rule engine raises alerts on (the video patrol and incidents have others)."""
+
 _STOP: list[ConditionEvent] = []  # the applier's sentinel (compared by identity)
 
 
@@ -216,7 +219,8 @@ class Alerting:
         events: list[ConditionEvent] = []
         firing = set()
         for alert in self.store.active_alerts():
-            if not alert.firing:
+            # Only conditions of the engine's own sources; cameras and incidents have their own.
+            if not alert.firing or not alert.source.startswith(ENGINE_SOURCES):
                 continue
             firing.add((alert.source, alert.rule))
             if (alert.source, alert.rule) not in held:

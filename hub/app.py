@@ -40,6 +40,8 @@ from hub.feed import CameraSource, SituationFeed
 from hub.influx_sink import InfluxSink
 from hub.live import HubLiveView
 from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
+from hub.response_wiring import ROUTERS as RESPONSE_ROUTERS
+from hub.response_wiring import ResponseWiring
 from hub.settings import HubSettings
 from hub.state import LiveState
 from hub.stores import open_store
@@ -236,7 +238,17 @@ class Components:
         self.feed = SituationFeed(settings.feed, self.registry, self.state, self.alerts, cameras)
         feed.subscribe(self.feed.on_alert)
         # Cameras: registry and patrol; confirmed findings go to the alert path like the engine's.
-        self.video = VideoWiring(settings, self.registry, self.alerts, self.alerting.emit)
+        self.video = VideoWiring(settings, self.registry, self.alerts, self.alerting)
+        # Incidents, units, warnings, duty roster and the area tree (issue 8).
+        self.response = ResponseWiring(
+            settings,
+            self.registry,
+            self.store,
+            self.alerts,
+            feed,
+            self.alerting.emit,
+            self.video.fleet,
+        )
         if cameras is None:
             self.feed.use_cameras(self.video.feed_source)
         self.influx_sink = self._observe(settings.store.influx.stats_interval_s, feed)
@@ -326,6 +338,7 @@ class Components:
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
         self.video.close()
+        self.response.close()
         self.alerting.close()
         self.rule_book.dispose()
         self.notifications.stop()
@@ -370,6 +383,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         app.state.consumer = components.pipeline.consumer  # the decode preview's sandbox
         app.state.metrics = components.metrics
         components.video.install(app)
+        components.response.install(app)
         tasks = [
             asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
             asyncio.create_task(components.retention(), name="store.retention"),
@@ -379,6 +393,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             asyncio.create_task(components.alerting.run(), name="alerts.engine"),
             asyncio.create_task(components.feed.run(), name="feed.situation"),
             asyncio.create_task(components.video.run(), name="video.patrol"),
+            asyncio.create_task(components.response.run(), name="response.tick"),
         ]
         if components.influx_sink is not None:
             tasks.append(asyncio.create_task(components.influx_sink.run(), name="influx.sink"))
@@ -412,6 +427,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
     app.include_router(feed_api.router)
     app.include_router(video_api.router)
     app.include_router(metrics_api.router)
+    for response_router in RESPONSE_ROUTERS:
+        app.include_router(response_router)
 
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def _prepare_demo(
     from devices.loader import load_shipped  # noqa: PLC0415
     from devices.registry import Registry  # noqa: PLC0415
     from devices.users import UserStore  # noqa: PLC0415
+    from hub.demoareas import prepare_demo_response  # noqa: PLC0415
     from hub.democity import demo_devices  # noqa: PLC0415
     from hub.demorules import tighten_offline_rules  # noqa: PLC0415
     from hub.demousers import ensure_demo_users  # noqa: PLC0415
@@ -90,7 +91,10 @@ def _prepare_demo(
     registry.engine.dispose()
     console.print(f"demo city: {len(city)} devices registered in {settings.registry}")
     tighten_offline_rules(settings, len(city) / rate)
-    return city, ensure_demo_users(UserStore(settings.registry), settings.data_dir)
+    users = UserStore(settings.registry)
+    accounts = ensure_demo_users(users, settings.data_dir)
+    # The area tree, units and duty roster of the demo city, and its field accounts (issue 8).
+    return city, accounts + prepare_demo_response(settings, city, users)
 
 
 @app.command()

@@ -53,6 +53,9 @@ SNAPSHOT_REUSE_FRAMES = 8
 IDLE_STREAM_S = 60.0
 """A stream without screens is kept this long, for screens reconnecting with ``since``."""
 
+MAX_STREAMS = 200
+"""Beyond this many streams, those without screens are dropped at once."""
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -359,10 +362,13 @@ class SituationFeed:
         return render(cap, self._alerts.active_alerts(), self._cameras.cameras())
 
     def _drop_idle_streams(self, now: float) -> None:
+        # Past MAX_STREAMS (screens trying many filters), idle streams go at once: each costs
+        # every tick a mask and maybe an encoding.
+        keep_s = IDLE_STREAM_S if len(self._streams) <= MAX_STREAMS else 0.0
         idle = [
             f
             for f, s in self._streams.items()
-            if s.idle_since is not None and now - s.idle_since > IDLE_STREAM_S
+            if s.idle_since is not None and now - s.idle_since >= keep_s
         ]
         for f in idle:
             del self._streams[f]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -26,6 +27,7 @@ from hub.feed_frames import Filter, FilterError, FilterWire
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
+REFILTER_S = 0.5
 CLOSE_TIMEOUT_S = 10.0
 """How long a close may wait behind a full socket before the connection is just dropped."""
 
@@ -119,13 +121,19 @@ async def _next_message(websocket: WebSocket) -> Hello | FilterMessage | None:
 async def _follow(
     websocket: WebSocket, feed: SituationFeed, client: FeedClient, principal: Principal
 ) -> None:
-    """Read hello and filter messages after the first, until the screen leaves."""
+    """Read hello and filter messages after the first, until the screen leaves.
+
+    A new filter costs a snapshot, so one screen gets at most one every `REFILTER_S`; messages
+    sent faster wait their turn (TCP holds them: uvicorn reads the next one only when asked).
+    """
     while (message := await _next_message(websocket)) is not None:
+        started = time.monotonic()
         if isinstance(message, Hello):
             principal = await _authenticate(websocket, message.token)
             await feed.join(client, _parse_filter(message.filter, principal), message.since)
         else:
             await feed.join(client, _parse_filter(message.filter, principal), None)
+        await asyncio.sleep(max(0.0, REFILTER_S - (time.monotonic() - started)))
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from alerts.notify import NotifySettings
+from alerts.response_settings import ResponseSettings
 from alerts.store import AlertPolicy
 from ingest.store.influxconf import InfluxSettings
 from video.settings import VideoSettings
@@ -194,6 +195,7 @@ class HubSettings(BaseSettings):
     alert_policy: AlertPolicy = Field(default_factory=AlertPolicy)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
+    response: ResponseSettings = Field(default_factory=ResponseSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 
@@ -75,6 +75,18 @@ def condition_event(change: StatusChange, level: Level) -> ConditionEvent:
     )
 
 
+class AlertPath(Protocol):
+    """Where condition events go (`hub.alerting.Alerting`: the rule engine's applier)."""
+
+    def emit(self, events: list[ConditionEvent]) -> None:
+        """Queue events for the alert store, in order."""
+        ...
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is in the alert store."""
+        ...
+
+
 class FeedCameras:
     """The situation feed's camera source (`hub.feed.CameraSource`) over the fleet."""
 
@@ -116,14 +128,14 @@ class VideoWiring:
         settings: HubSettings,
         registry: Registry,
         alerts: AlertStore,
-        emit: Callable[[list[ConditionEvent]], None],
+        path: AlertPath,
     ) -> None:
         """Open the camera tables (the registry's database) and the snapshot directory."""
         v = settings.video
         self.settings = v
         self.devices = registry
         self.alerts = alerts
-        self._emit = emit
+        self._path = path
         self._levels = {kind: Level.parse(name) for kind, name in v.levels.items()}
         self.cameras = CameraRegistry(settings.registry)
         self.history = HistoryStore(settings.registry)
@@ -171,10 +183,16 @@ class VideoWiring:
             if c.transition.kind in self._levels
         ]
         if events:
-            self._emit(events)
+            self._path.emit(events)
 
     def reconcile(self) -> None:
-        """Make the alert store agree with the cameras' stored standing (at start)."""
+        """Make the alert store agree with the cameras' stored standing (at start).
+
+        What the rule engine's own reconciliation queued goes in first: it clears firing alerts it
+        does not hold, camera alerts among them, and those must be raised again here, not be
+        mistaken for still firing.
+        """
+        self._path.drain()
         firing: set[tuple[str, str]] = set()
         events: list[ConditionEvent] = []
         at = now_ms()
@@ -201,7 +219,7 @@ class VideoWiring:
             logger.info(
                 "reconciled %s camera alerts with the cameras' stored standing", len(events)
             )
-            self._emit(events)
+            self._path.emit(events)
 
     def _held(
         self, camera: Camera, kind: FindingKind, held: dict[FindingKind, Any], at: int

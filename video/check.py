@@ -1,4 +1,4 @@
-"""One camera check: capture a few frames, diagnose them, make a thumbnail. Blocking; runs in a worker thread."""
+"""One camera check: capture a few frames, diagnose them, make a thumbnail. Blocking; runs in a worker process."""
 
 from __future__ import annotations
 

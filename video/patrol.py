@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -47,13 +48,13 @@ class PatrolStats:
     errors: int = 0  # checks that failed inside the hub (a bug: logged)
     changes: int = 0  # findings confirmed or cleared
     started_ms: int = field(default_factory=now_ms)
-    recent: list[float] = field(default_factory=list)  # monotonic end times of the last checks
+    # Monotonic end times of the latest checks (bounded: 4,096 is over a minute at 60 checks/s).
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
     def rate(self, window_s: float = 60.0) -> float:
         """Checks per second over the last ``window_s``."""
         cutoff = time.monotonic() - window_s
-        self.recent = [t for t in self.recent if t >= cutoff]
-        return len(self.recent) / window_s
+        return sum(1 for t in self.recent if t >= cutoff) / window_s
 
 
 class Patrol:
@@ -65,7 +66,7 @@ class Patrol:
         self.settings = settings
         self.plan = settings.plan()
         self.deadline_s = self.plan.deadline_s() * _DEADLINE_FACTOR + _DEADLINE_MARGIN_S
-        self.pool = CheckPool(settings.max_streams, rtsp_tcp=settings.rtsp_tcp)
+        self.pool = CheckPool(settings.max_streams, options=settings.capture_options())
         self.stats = PatrolStats()
         self._due: dict[str, int] = {}
         self._busy: set[str] = set()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from video.check import CheckResult
 from video.diagnose import Frame, Thresholds
-from video.probe import CapturePlan
+from video.probe import CAPTURE_OPTIONS, CapturePlan, capture_options
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class _Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, rtsp_tcp: bool) -> _Worker:
-        env = dict(os.environ, HUB_VIDEO_RTSP_TCP="1" if rtsp_tcp else "0")
+    async def start(cls, options: str) -> _Worker:
+        env = dict(os.environ, **{CAPTURE_OPTIONS: options})
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -133,10 +133,10 @@ class _Worker:
 class CheckPool:
     """``size`` worker processes; `run` hands a job to a free one and awaits its result."""
 
-    def __init__(self, size: int, *, rtsp_tcp: bool = True) -> None:
-        """Up to ``size`` checks at once (workers start on first use)."""
+    def __init__(self, size: int, *, options: str | None = None) -> None:
+        """Up to ``size`` checks at once (workers start on first use), with FFmpeg ``options``."""
         self.size = size
-        self.rtsp_tcp = rtsp_tcp
+        self.options = options if options is not None else capture_options()
         self.stats = PoolStats()
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: set[_Worker] = set()
@@ -144,7 +144,7 @@ class CheckPool:
 
     async def _spawn(self) -> _Worker:
         self.stats.started += 1
-        worker = await _Worker.start(self.rtsp_tcp)
+        worker = await _Worker.start(self.options)
         self._all.add(worker)
         return worker
 

@@ -72,10 +72,10 @@ def main() -> None:
     import cv2  # noqa: PLC0415
 
     from video.check import run_check  # noqa: PLC0415
-    from video.probe import configure_ffmpeg  # noqa: PLC0415
+    from video.probe import CAPTURE_OPTIONS, configure_ffmpeg  # noqa: PLC0415
 
     cv2.setNumThreads(1)  # the pool is the parallelism: one core per worker at most
-    configure_ffmpeg(rtsp_tcp=os.environ.get("HUB_VIDEO_RTSP_TCP", "1") == "1")
+    configure_ffmpeg(os.environ.get(CAPTURE_OPTIONS))
     write_frame(out, b"ready")
     source = sys.stdin.buffer
     while (payload := read_frame(source)) is not None:

@@ -126,6 +126,7 @@ ROLE_SPEC: dict[Role, set[Action]] = {
     },
     Role.VIEWER: set(),
     Role.VENDOR: set(),
+    Role.UNIT: set(),  # a field crew works incidents, not raw alerts
 }
 ROLE_PAIRS = list(itertools.product(Role, Action))
 

@@ -30,6 +30,13 @@ B = {
     "alert_id": "1",
     "silence_id": "1",
     "rule_id": "water-level-high",
+    # The emergency response's objects (issue 8): all the city's, none a vendor's.
+    "incident_id": "1",
+    "photo_id": "1",
+    "unit_id": "drain-1",
+    "warning_id": "1",
+    "shift_id": "1",
+    "path": "sh/huangpu",
 }
 A = {
     "device_id": "bin-00001",
@@ -137,6 +144,57 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/areas/geojson"): "staff",
     ("GET", "/api/v1/screen/config"): "staff",
     ("GET", "/api/v1/feed/status"): "staff",
+    # Emergency response (issue 8): staff and units only; vendors 403. Warnings are public reading.
+    ("GET", "/api/v1/areas/tree"): "staff",
+    ("GET", "/api/v1/areas/tree.geojson"): "staff",
+    ("GET", "/api/v1/areas/tree/{path}"): "staff",
+    ("PUT", "/api/v1/areas/tree/{path}"): {"level": "county", "name": "mine now"},
+    ("DELETE", "/api/v1/areas/tree/{path}"): None,
+    ("GET", "/api/v1/areas/rollup"): "staff",
+    ("GET", "/api/v1/incidents"): "staff",
+    ("POST", "/api/v1/incidents"): {"alerts": [1]},
+    ("GET", "/api/v1/incidents/types"): "staff",
+    ("GET", "/api/v1/incidents/{incident_id}"): None,
+    ("POST", "/api/v1/incidents/{incident_id}/register"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/dispatch"): {"units": ["drain-1"]},
+    ("POST", "/api/v1/incidents/{incident_id}/recall"): {"unit": "drain-1"},
+    ("POST", "/api/v1/incidents/{incident_id}/arrive"): {"unit": "drain-1"},
+    ("POST", "/api/v1/incidents/{incident_id}/progress"): {},  # multipart form
+    ("POST", "/api/v1/incidents/{incident_id}/complete"): {},  # multipart form
+    ("POST", "/api/v1/incidents/{incident_id}/verify"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/reopen"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/close"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/dismiss"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/comment"): {"note": "mine now"},
+    ("POST", "/api/v1/incidents/{incident_id}/link"): {"alerts": [1]},
+    ("GET", "/api/v1/incidents/{incident_id}/suggestions"): None,
+    ("GET", "/api/v1/incidents/{incident_id}/photos/{photo_id}"): None,
+    ("GET", "/api/v1/incidents/{incident_id}/report.html"): None,
+    ("GET", "/api/v1/incidents/{incident_id}/report.pdf"): None,
+    ("GET", "/api/v1/units"): "staff",
+    ("POST", "/api/v1/units"): {"id": "u-x", "name": "x", "kind": "fire", "area": "sh"},
+    ("GET", "/api/v1/units/{unit_id}"): None,
+    ("PUT", "/api/v1/units/{unit_id}"): {"name": "x", "kind": "fire", "area": "sh"},
+    ("DELETE", "/api/v1/units/{unit_id}"): None,
+    ("POST", "/api/v1/units/{unit_id}/position"): {"lat": 31.2, "lon": 121.4},
+    ("POST", "/api/v1/units/{unit_id}/duty"): {"on_duty": False},
+    ("GET", "/api/v1/warnings"): "list",  # public: every screen shows them, a vendor's too
+    ("POST", "/api/v1/warnings"): {
+        "area": "sh",
+        "kind": "rainstorm",
+        "level": "red",
+        "reason": "x",
+        "valid_until": "2100-01-01T00:00:00Z",
+    },
+    ("GET", "/api/v1/warnings/{warning_id}"): None,  # public too: 404 here only as none exists
+    ("PATCH", "/api/v1/warnings/{warning_id}"): {"level": "blue"},
+    ("POST", "/api/v1/warnings/{warning_id}/lift"): {},
+    ("GET", "/api/v1/roster/shifts"): "staff",
+    ("POST", "/api/v1/roster/shifts"): "staff",
+    ("DELETE", "/api/v1/roster/shifts/{shift_id}"): None,
+    ("GET", "/api/v1/roster/on-duty"): "staff",
+    ("GET", "/api/v1/roster/notices"): "staff",
+    ("GET", "/api/v1/reports/incidents"): "staff",
 }
 
 QUERY = {"/api/v1/devices/{device_id}/readings": {"metric": "water_level"}}
@@ -289,6 +347,26 @@ ROLE_CHECKS: list[tuple[str, str, Callable[[ServedHub], dict[str, Any]] | None, 
     ("GET", "/api/v1/devices", None, set(Role)),
     ("GET", "/api/v1/rules", None, {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER}),
     ("POST", "/api/v1/rules/reload", None, {Role.ADMIN, Role.COMMANDER}),
+    (
+        "GET",
+        "/api/v1/incidents",
+        None,
+        {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER, Role.UNIT},
+    ),
+    ("GET", "/api/v1/areas/tree", None, {Role.ADMIN, Role.COMMANDER, Role.OFFICER, Role.VIEWER}),
+    (
+        "POST",
+        "/api/v1/warnings",
+        lambda h: {
+            "area": "sh/huangpu",
+            "kind": "rainstorm",
+            "level": "orange",
+            "reason": "60 mm in an hour",
+            "valid_until": "2100-01-01T00:00:00Z",
+        },
+        {Role.ADMIN, Role.COMMANDER},
+    ),
+    ("GET", "/api/v1/warnings", None, set(Role)),
 ]
 
 

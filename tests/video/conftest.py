@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from devices.loader import load_shipped
+from devices.registry import Registry
+from hub.settings import HttpSettings, HubSettings, MqttSettings
+from tests.conftest import Broker, free_port
+from tests.hub.conftest import CITY, ServedHub
 from tests.video.scenes import Scene, Segment
-from tests.video.streams import MjpegServer, RtspServer, Stream, jpegs, rtsp_available, write_h264
+from tests.video.streams import MjpegServer, RtspServer, jpegs, rtsp_available, write_h264
 from video.fleet import CameraFleet
 from video.history import HistoryStore
 from video.patrol import Patrol
@@ -105,8 +110,30 @@ async def patrol(fleet: CameraFleet) -> AsyncIterator[Patrol]:
         await p.pool.close()
 
 
-def live_stream(
-    segment_jpegs: dict[Segment, list[bytes]], segment: Segment, **kw: object
-) -> Stream:
-    """An MJPEG `Stream` showing ``segment``."""
-    return Stream(segment_jpegs[segment], **kw)  # type: ignore[arg-type]
+@pytest.fixture
+def hub(private_broker: Broker, tmp_path: Path) -> Iterator[ServedHub]:
+    """The hub with the test city, its patrol off (tests check cameras on demand)."""
+    data = tmp_path / "hub"
+    data.mkdir()
+    settings = HubSettings(
+        data_dir=data,
+        mqtt=MqttSettings(embedded=False, host=private_broker.host, port=private_broker.port),
+        http=HttpSettings(port=free_port()),
+        video=VideoSettings(
+            patrol=False,
+            raise_after=2,
+            max_streams=4,
+            open_timeout_s=3,
+            read_timeout_s=2,
+            frame_gap_s=0.12,
+        ),
+    )
+    registry = Registry(settings.registry)
+    load_shipped(registry)
+    registry.put_devices(CITY)
+    registry.engine.dispose()
+    served = ServedHub(settings)
+    try:
+        yield served
+    finally:
+        served.stop()

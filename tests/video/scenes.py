@@ -8,7 +8,7 @@ fault is a transformation of it. Everything is seeded, so a clip is the same on 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -122,29 +122,47 @@ class Scene:
 
 
 def fault(live: Frame, segment: Segment, rng: np.random.Generator) -> Frame:
-    """``live`` with the picture fault ``segment`` applied (not frozen: that is about time)."""
+    """``live`` with the picture fault ``segment`` applied (frozen is about time: unchanged here)."""
+    make = _FAULTS.get(segment)
+    return live if make is None else make(live, rng)
+
+
+def _black(live: Frame, rng: np.random.Generator) -> Frame:
+    dark = live.astype(np.float32) * 0.04 + rng.normal(4, 1.5, live.shape)
+    return np.clip(dark, 0, 255).astype(np.uint8)
+
+
+def _blurred(live: Frame, rng: np.random.Generator) -> Frame:
+    return cv2.GaussianBlur(live, (0, 0), 4.0 * live.shape[1] / 640)  # type: ignore[return-value]
+
+
+def _covered(live: Frame, rng: np.random.Generator) -> Frame:
+    # A bag over the lens: a dim, nearly uniform surface over most of the picture.
     h, w = live.shape[:2]
-    if segment is Segment.MOVING or segment is Segment.FROZEN:
-        return live
-    if segment is Segment.BLACK:
-        dark = live.astype(np.float32) * 0.04 + rng.normal(4, 1.5, live.shape)
-        return np.clip(dark, 0, 255).astype(np.uint8)
-    if segment is Segment.BLURRED:
-        return cv2.GaussianBlur(live, (0, 0), 4.0 * w / 640)
-    if segment is Segment.COVERED:
-        covered = live.copy()
-        # A bag over the lens: a dim, nearly uniform surface over most of the picture.
-        cover = np.full((h, w, 3), (52, 58, 61), np.float32) + rng.normal(0, 0.8, (h, w, 3))
-        top = h // 6
-        covered[top:] = np.clip(cover[top:], 0, 255).astype(np.uint8)
-        return covered
-    if segment is Segment.OVEREXPOSED:
-        return np.clip(live.astype(np.float32) * 0.25 + 215, 0, 255).astype(np.uint8)
-    if segment is Segment.COLOUR_CAST:
-        gain = np.array([0.45, 0.8, 1.25], np.float32)  # B, G, R: a failing IR-cut filter's red
-        return np.clip(live.astype(np.float32) * gain + (0, 10, 45), 0, 255).astype(np.uint8)
-    if segment is Segment.NOISE:
-        noisy = live.astype(np.float32) + rng.normal(0, 22, live.shape)
-        return np.clip(noisy, 0, 255).astype(np.uint8)
-    msg = f"unknown segment {segment}"
-    raise ValueError(msg)
+    covered = live.copy()
+    cover = np.full((h, w, 3), (52, 58, 61), np.float32) + rng.normal(0, 0.8, (h, w, 3))
+    covered[h // 6 :] = np.clip(cover[h // 6 :], 0, 255).astype(np.uint8)
+    return covered
+
+
+def _overexposed(live: Frame, rng: np.random.Generator) -> Frame:
+    return np.clip(live.astype(np.float32) * 0.25 + 215, 0, 255).astype(np.uint8)
+
+
+def _colour_cast(live: Frame, rng: np.random.Generator) -> Frame:
+    gain = np.array([0.45, 0.8, 1.25], np.float32)  # B, G, R: a failing IR-cut filter's red
+    return np.clip(live.astype(np.float32) * gain + (0, 10, 45), 0, 255).astype(np.uint8)
+
+
+def _noise(live: Frame, rng: np.random.Generator) -> Frame:
+    return np.clip(live.astype(np.float32) + rng.normal(0, 22, live.shape), 0, 255).astype(np.uint8)
+
+
+_FAULTS: dict[Segment, Callable[[Frame, np.random.Generator], Frame]] = {
+    Segment.BLACK: _black,
+    Segment.BLURRED: _blurred,
+    Segment.COVERED: _covered,
+    Segment.OVEREXPOSED: _overexposed,
+    Segment.COLOUR_CAST: _colour_cast,
+    Segment.NOISE: _noise,
+}

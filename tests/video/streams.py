@@ -62,7 +62,7 @@ class MjpegServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def do_GET(self) -> None:
@@ -156,7 +156,7 @@ def rtsp_available() -> str | None:
             "-c",
             "import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0');"
             "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
-            "assert Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')",
+            "assert all(Gst.ElementFactory.find(e) for e in ('rtph264pay', 'qtdemux', 'h264parse'))",
         ],
         capture_output=True,
         check=False,

@@ -11,7 +11,7 @@ import pytest
 from tests.video.conftest import FAST, RTSP_SEGMENTS, make_fleet, segment_frames
 from tests.video.scenes import Scene, Segment
 from tests.video.streams import MjpegServer, RtspServer, Stream, write_mjpeg_avi
-from video.cameras import Camera
+from video.cameras import Camera, CameraPatch
 from video.diagnose import FindingKind
 from video.fleet import CameraFleet, StatusChange
 from video.patrol import Patrol
@@ -182,8 +182,6 @@ async def test_changing_a_camera_restarts_its_standing(
     await patrol.sweep([cam])
     assert fleet.status("gone").state is CameraState.LOST
     changes.clear()
-    from video.cameras import CameraPatch
-
     fleet.update(
         "gone",
         CameraPatch(enabled=enabled)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -26,6 +27,13 @@ async def pool() -> CheckPool:
         yield p  # type: ignore[misc]
     finally:
         await p.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def job(camera: str, url: str, plan: CapturePlan = PLAN) -> CheckJob:
@@ -76,9 +84,11 @@ async def test_a_worker_that_dies_is_replaced(
         silent = mjpeg.add("/silent.mjpg", Stream([b""], silent=True))
         slow = CapturePlan(frames=1, gap_s=0, open_timeout_s=30, read_timeout_s=30)
         running = asyncio.ensure_future(pool.run(job("s", silent, slow), 60))
-        while not any(path == "/silent.mjpg" for path, _ in mjpeg.requests):
-            await asyncio.sleep(0.05)  # the worker is inside the check now
-        (worker,) = pool._all  # noqa: SLF001
+        # Wait until the worker is inside the check (the server saw its request).
+        await asyncio.to_thread(
+            wait_for, lambda: any(p == "/silent.mjpg" for p, _ in mjpeg.requests)
+        )
+        (worker,) = pool._all
         os.kill(worker.proc.pid, signal.SIGKILL)  # as a decoder crash would end it
         with pytest.raises(WorkerCrashedError):
             await running

@@ -18,7 +18,7 @@ LOGIN = ("operator", "Sup3r-s3cret")
 
 @pytest.fixture(autouse=True)
 def _quiet_ffmpeg() -> None:
-    configure_ffmpeg(rtsp_tcp=True)
+    configure_ffmpeg()
 
 
 def test_mjpeg_over_http(mjpeg: MjpegServer, segment_jpegs: dict[Segment, list[bytes]]) -> None:

@@ -1,0 +1,81 @@
+"""Cameras on the situation feed (``/ws/situation``): in the snapshot, and their changes as deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from devices.access import Role
+from devices.users import UserStore
+from tests.hub.conftest import ServedHub
+from tests.video.scenes import Segment
+from tests.video.streams import MjpegServer, Stream
+
+PASSWORD = "a long enough password"
+
+
+async def open_feed(hub: ServedHub, token: str) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{hub.settings.http.port}/ws/situation")
+    await ws.send(json.dumps({"type": "hello", "token": token, "since": None, "filter": None}))
+    return ws
+
+
+async def next_frame(
+    ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], within: float = 15
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "no wanted frame"
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), left))
+        if wanted(frame):
+            return frame
+
+
+async def test_camera_states_reach_the_screens(
+    hub: ServedHub, mjpeg: MjpegServer, segment_jpegs: dict[Segment, list[bytes]]
+) -> None:
+    url = mjpeg.add("/black.mjpg", Stream(segment_jpegs[Segment.BLACK]))
+    r = hub.http.post(
+        "/api/v1/cameras",
+        json={"id": "cam-bund", "url": url, "lat": 31.24, "lon": 121.49, "area": "sh/huangpu/bund"},
+    )
+    assert r.status_code == 201, r.text
+    token = hub.http.headers["Authorization"].split()[1]
+    ws = await open_feed(hub, token)
+    snapshot = await next_frame(ws, lambda f: f["type"] == "snapshot")
+    assert snapshot["type"] == "snapshot"
+    (cam,) = snapshot["cameras"]
+    assert (cam["id"], cam["status"], cam["area"]) == ("cam-bund", "unknown", "sh/huangpu/bund")
+    assert "url" not in cam  # the stream's address stays in the hub
+    for _ in range(2):  # raise_after=2: the second black check confirms the finding
+        check = await asyncio.to_thread(hub.http.post, "/api/v1/cameras/cam-bund/check", timeout=60)
+        assert check.status_code == 200, check.text
+    # The first check made it "ok" (seen, not confirmed), the second "fault": two deltas.
+    first = await next_frame(ws, lambda f: bool(f.get("cameras")))
+    assert first["cameras"] == [{"id": "cam-bund", "status": "ok", "findings": []}]
+    second = await next_frame(ws, lambda f: bool(f.get("cameras")))
+    await ws.close()
+    assert second["cameras"] == [{"id": "cam-bund", "status": "fault", "findings": ["black"]}]
+
+
+async def test_a_vendor_screen_shows_no_city_camera(hub: ServedHub) -> None:
+    r = hub.http.post(
+        "/api/v1/cameras",
+        json={"id": "cam-1", "url": "rtsp://127.0.0.1:9/x", "lat": 31.2, "lon": 121.4},
+    )
+    assert r.status_code == 201
+    UserStore(hub.settings.registry).create_user(
+        "acme-ops", Role.VENDOR, vendor="acme", password=PASSWORD
+    )
+    client = hub.client("acme-ops", PASSWORD)
+    ws = await open_feed(hub, client.headers["Authorization"].split()[1])
+    snapshot: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    await ws.close()
+    assert snapshot["type"] == "snapshot"
+    assert snapshot.get("cameras", []) == []
