@@ -385,10 +385,10 @@ class ResponseService:
         )
 
     def reconcile(self) -> None:
-        """Raise again the overdue alerts of steps still overrun (after the hub restarted).
+        """Raise the overdue alerts of steps still overrun, at start (a repeat changes nothing).
 
-        The rule engine's own reconcile clears every firing alert it does not hold, these included;
-        going through ``emit`` after it puts the firing event behind its clear, in order.
+        A step is flagged in the incident store before its alert's event is queued for the alert
+        store: a crash between the two would leave the step overdue without its alert.
         """
         now = self._clock()
         events = [

@@ -142,7 +142,7 @@ class ResponseWiring:
         self.service.tz = ZoneInfo(settings.ingest.site_zone)
         alert_feed.subscribe(self.service.duty.observe)
         self.service.start()
-        # After the rule engine's reconcile (it clears alerts it does not hold, ours included).
+        # Overdue steps whose alert a crash may have lost (queued behind the engine's reconcile).
         self.service.reconcile()
 
     def install(self, app: FastAPI) -> None:

@@ -12,7 +12,12 @@ export const COLOURS = {
   unknown: "#4a5a6c", online: "#3fb950", offline: "#8b949e",
   blue: "#2f81f7", yellow: "#e3b341", orange: "#f0883e", red: "#f85149", info: "#8aa0b4",
 };
-export const CAMERA_COLOURS = { ok: "#3fb950", fault: "#c678dd", offline: "#8b949e", unknown: "#4a5a6c" };
+// Camera standings (video/status.py CameraState): a usable picture, a picture with confirmed
+// findings, the signal lost, not checked yet, not patrolled. "offline" is kept as lost's old name.
+export const CAMERA_STATES = ["ok", "fault", "lost", "unknown", "disabled"];
+export const CAMERA_COLOURS = {
+  ok: "#3fb950", fault: "#c678dd", lost: "#8b949e", unknown: "#4a5a6c", disabled: "#1f2933", offline: "#8b949e",
+};
 
 const ONLINE_WINDOW_MS = 15 * 60 * 1000; // no status from the hub: seen this recently counts as online
 
