@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from alerts.errors import InvalidAlertRequestError
+from alerts.errors import AlertNotFoundError, InvalidAlertRequestError
 from alerts.events import Level
 from alerts.lifecycle import Action, Alert, AuditEntry, State, allowed_actions, roles_for
 from alerts.silences import Matcher, Silence, SilenceState, SilenceStore
@@ -270,6 +270,25 @@ def _scope(principal: Principal) -> str | None:
     return principal.vendor if principal.role is Role.VENDOR else None
 
 
+def _area_scope(principal: Principal, requested: str | None) -> str | None:
+    """The area filter a listing must use: an area-bound account's own area, or within it."""
+    if principal.area is None:
+        return requested
+    if requested is None:
+        return principal.area
+    if not principal.sees_area(requested.rstrip("/")):
+        raise NotFoundError(kind="area", key=requested)
+    return requested
+
+
+def _visible(store: AlertStore, principal: Principal, alert_id: int) -> Alert:
+    """The alert if the caller may see it (vendor and area scope); other alerts are 404."""
+    alert = store.get(alert_id, vendor=_scope(principal))
+    if not principal.sees_area(alert.area):
+        raise AlertNotFoundError(alert_id)
+    return alert
+
+
 @router.get(
     "", response_model=AlertPage, summary="List alerts, filtered, newest or most severe first"
 )
@@ -300,7 +319,7 @@ def list_alerts(
     query = AlertQuery(
         states=tuple(state or ()),
         min_level=Level.parse(level) if level is not None else None,
-        area=area,
+        area=_area_scope(principal, area),
         kind=kind,
         rule=rule,
         device=device,
@@ -323,7 +342,7 @@ def list_alerts(
 )
 def get_alert(principal: ReadAny, store: AlertStoreDep, alert_id: AlertId) -> AlertDetail:
     """The alert, every line of its history, the readings that triggered it, its deliveries."""
-    alert = store.get(alert_id, vendor=_scope(principal))
+    alert = _visible(store, principal, alert_id)
     view = AlertView.of(alert, principal.role)
     return AlertDetail(
         **view.model_dump(),
@@ -343,6 +362,7 @@ def _act(
     target: str | None = None,
     force: bool = False,
 ) -> AlertView:
+    _visible(store, principal, alert_id)  # an area-bound officer acts only on its area's alerts
     change = store.act(
         alert_id,
         action,

@@ -209,3 +209,17 @@ def test_an_overrun_step_escalates_up_the_tree_to_the_people_on_duty(hurried_cit
     )
     assert [(n["user"], n["area"]) for n in told] == [("commander", "demo")]
     assert _ok(city.hub.http.get(f"/api/v1/alerts/{alert['id']}"))["condition"] == "firing"
+
+
+def test_a_town_sees_and_acts_on_only_its_own_alerts(city: City) -> None:
+    city.storm()
+    ours = city.wait_alerts("water-level-high", "demo/riverside", n=1)[0]
+    river, old = city[RIVERSIDE_OFFICER], city[OLDTOWN_OFFICER]
+    listed = _ok(river.get("/api/v1/alerts", params={"limit": 500}))["items"]
+    assert listed
+    assert all((a["area"] or "").startswith("demo/riverside/") for a in listed)
+    assert river.get("/api/v1/alerts", params={"area": "demo/oldtown"}).status_code == 404
+    assert old.get("/api/v1/alerts", params={"area": "demo/riverside"}).status_code == 404
+    assert old.get(f"/api/v1/alerts/{ours['id']}").status_code == 404
+    assert old.post(f"/api/v1/alerts/{ours['id']}/ack", json={}).status_code == 404
+    assert river.post(f"/api/v1/alerts/{ours['id']}/ack", json={}).status_code == 200
