@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 # The real InfluxDB 1.x fixtures (``influxd``, ``influx_proxy``) live in their own module.
-pytest_plugins = ("tests.influxd",)
+pytest_plugins = ("tests.influxd", "tests.postgres")
 
 MOSQUITTO = os.environ.get("HUB_TEST_MOSQUITTO", shutil.which("mosquitto") or "/usr/sbin/mosquitto")
 

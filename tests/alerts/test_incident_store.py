@@ -62,8 +62,8 @@ TREE = [
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    url = db_url  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     clock = Clock()
     alerts = AlertStore(url, clock=clock)
     tree = AreaTree(url)

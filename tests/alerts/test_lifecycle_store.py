@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -47,8 +46,9 @@ def event(
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hub.db'}"
+def url(db_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/postgres.py), migrated by Alembic."""
+    return db_url
 
 
 class Recorder:

@@ -35,8 +35,9 @@ class Clock:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hub.db'}"
+def url(db_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/postgres.py), migrated by Alembic."""
+    return db_url
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
-"""The registry on a SQLite file: dense stable indexes, filters, and changes made by another process."""
+"""The registry on SQLite and PostgreSQL: dense stable indexes, filters, and changes made by another process."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,9 @@ from devices.registry import DeviceQuery, Registry
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hub.db'}"
+def url(db_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/postgres.py), migrated by Alembic."""
+    return db_url
 
 
 def _bins(n: int, start: int = 0) -> list[Device]:

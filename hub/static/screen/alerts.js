@@ -1,6 +1,7 @@
 // The alert list: active alerts in level colours, sortable, filterable by level, with the actions
 // the logged-in role may take in each alert's state (the table comes from /api/v1/screen/config,
-// which asks the lifecycle itself). Dispatch asks for the unit in a small dialog.
+// which asks the lifecycle itself). Dispatch asks for the unit in a small dialog. Clicking a row
+// selects it (again: unselects it); the selected row carries `detail.el` (the alert's cameras).
 
 import { api } from "./api.js";
 import { LEVEL_RANK } from "./model.js";
@@ -20,7 +21,7 @@ const SORTS = {
 };
 
 export class AlertList {
-  constructor(root, model, { actions, areaName, onPick, onActed, onError, dialog }) {
+  constructor(root, model, { actions, areaName, onPick, onActed, onError, dialog, detail }) {
     this.root = root;
     this.list = root.querySelector("ol");
     this.chips = root.querySelector(".level-chips");
@@ -32,6 +33,8 @@ export class AlertList {
     this.onActed = onActed;
     this.onError = onError;
     this.dialog = dialog;
+    this.detail = detail;         // {el, show(id), hide()}: what the selected row shows under it
+    this.selected = null;         // the selected alert's id
     this.sort = localStorage.getItem("hub-alert-sort") || "severity";
     this.hidden = new Set();      // levels filtered out
     this.timer = null;
@@ -72,6 +75,7 @@ export class AlertList {
       `<button class="chip lv-${lv}${this.hidden.has(lv) ? " off" : ""}" data-level="${lv}" title="${t("level." + lv)}"><i></i>${t("level." + lv)} <b>${byLevel[lv]}</b></button>`).join("");
     this.root.querySelector(".count").textContent = all.length ? `(${all.length})` : "";
     const shown = all.filter((a) => !this.hidden.has(a.level)).sort(SORTS[this.sort] || SORTS.severity).slice(0, MAX_ROWS);
+    if (this.selected != null && !shown.some((a) => a.id === this.selected)) this.unselect();
     if (!shown.length) { this.rows.clear(); this.list.innerHTML = `<li class="empty">${t("noAlerts")}</li>`; return; }
     this.list.querySelector("li.empty")?.remove();
     // Keyed update: unchanged rows stay (and keep their place in the DOM unless the order moved),
@@ -90,11 +94,34 @@ export class AlertList {
         this.rows.set(a.id, rec);
       }
       keep.add(a.id);
+      if (a.id === this.selected) this.attachDetail(rec.li);
       const want = prev ? prev.nextSibling : this.list.firstChild;
       if (want !== rec.li) this.list.insertBefore(rec.li, want);
       prev = rec.li;
     }
     for (const [id, rec] of this.rows) if (!keep.has(id)) { rec.li.remove(); this.rows.delete(id); }
+  }
+
+  /** Select alert `id`'s row and show its detail under it. */
+  select(id) {
+    if (this.selected != null && this.selected !== id) this.rows.get(this.selected)?.li.classList.remove("selected");
+    this.selected = id;
+    const rec = this.rows.get(id);
+    if (rec) this.attachDetail(rec.li);
+    this.detail?.show(id);
+  }
+
+  unselect() {
+    if (this.selected == null) return;
+    this.rows.get(this.selected)?.li.classList.remove("selected");
+    this.selected = null;
+    this.detail?.hide();
+  }
+
+  attachDetail(li) {
+    li.classList.add("selected");
+    const main = li.querySelector(".main");
+    if (this.detail && this.detail.el.parentNode !== main) main.appendChild(this.detail.el);
   }
 
   /** The "x min ago" of every row, without rebuilding rows. */
@@ -129,8 +156,14 @@ export class AlertList {
     const id = Number(li.dataset.alert);
     const a = this.model.alerts.get(id);
     if (!a) return;
+    if (e.target.closest(".alert-cams")) return;   // the detail handles its own clicks
     const action = e.target.closest("button[data-action]")?.dataset.action;
-    if (!action) { this.onPick?.(a); return; }
+    if (!action) {
+      if (this.selected === id) { this.unselect(); return; }
+      this.select(id);
+      this.onPick?.(a);
+      return;
+    }
     let body = {};
     if (action === "dispatch") {
       body = await this.dialog(a);

@@ -16,7 +16,6 @@ export class DevicePanel {
     this.id = null;
     this.detail = null;
     this.metric = null;
-    this.camera = null;
     this.chart = new Chart(root.querySelector("canvas"));
     this.pending = false;
     root.querySelector(".close").addEventListener("click", () => { this.show(null); onClose?.(); });
@@ -30,7 +29,6 @@ export class DevicePanel {
   /** Show device `id` (null hides the panel). */
   async show(id) {
     this.id = id;
-    this.camera = null;
     this.detail = null;
     this.root.dataset.device = id || "";
     this.root.classList.toggle("empty", !id);
@@ -48,14 +46,6 @@ export class DevicePanel {
     } catch (e) {
       console.warn("device", e);
     }
-  }
-
-  showCamera(cam) {
-    this.id = null;
-    this.camera = cam;
-    this.root.dataset.device = "";
-    this.root.classList.remove("empty");
-    this.render();
   }
 
   async loadChart() {
@@ -104,14 +94,6 @@ export class DevicePanel {
   render() {
     const head = this.root.querySelector(".head"), vals = this.root.querySelector(".values");
     const tabs = this.root.querySelector(".metrics"), alerts = this.root.querySelector(".device-alerts");
-    if (this.camera) {
-      const c = this.camera;
-      head.innerHTML = `<b>${esc(c.name || c.id)}</b><span class="badge cam-${esc(c.status)}">${esc(t("cam." + c.status))}</span><div class="sub">${t("camera")} · ${esc(c.id)} · ${esc(this.areaName(c.area || ""))}</div>`;
-      vals.innerHTML = (c.findings || []).map((f) => `<tr><th>${t("findings")}</th><td>${esc(typeof f === "string" ? f : JSON.stringify(f))}</td></tr>`).join("");
-      tabs.innerHTML = ""; alerts.innerHTML = "";
-      this.root.querySelector(".chart-box").hidden = true;
-      return;
-    }
     this.root.querySelector(".chart-box").hidden = !this.id;
     if (!this.id) { head.innerHTML = `<span class="dim">${t("pickDevice")}</span>`; vals.innerHTML = tabs.innerHTML = alerts.innerHTML = ""; return; }
     const d = this.model.device(this.id);

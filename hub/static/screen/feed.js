@@ -170,5 +170,10 @@ async function restSnapshot(alerts) {
       devices.push({ id: d.id, vendor: d.vendor, type: d.type, lat: d.lat, lon: d.lon, area: d.area, online: d.online, last_seen: d.last_seen, values });
     }
   }
-  return { type: "snapshot", seq: null, ts: Date.now(), devices, alerts, cameras: [], counts: {} };
+  // Cameras from their compact map listing (its `state` is the feed's `status`).
+  let cameras = [];
+  try {
+    cameras = (await api("/api/v1/cameras/map")).map(({ state, ...c }) => ({ ...c, status: state }));
+  } catch (e) { console.warn("cameras", e); }
+  return { type: "snapshot", seq: null, ts: Date.now(), devices, alerts, cameras, counts: {} };
 }

@@ -3,12 +3,14 @@
 // change events only mark panels dirty (each redraws at most once per animation frame).
 
 import { api, login, token, takeTokenFromFragment, onLoginNeeded, needLogin } from "./api.js";
-import { Model, COLOURS, CAMERA_COLOURS, LEVELS, districtOf } from "./model.js";
+import { Model, COLOURS, CAMERA_COLOURS, CAMERA_STATES, LEVELS, districtOf } from "./model.js";
 import { Live } from "./feed.js";
 import { CityMap } from "./map.js";
 import { AlertList } from "./alerts.js";
 import { DistrictPanel } from "./districts.js";
 import { DevicePanel } from "./device.js";
+import { CameraPanel } from "./camera.js";
+import { AlertCameras } from "./alertcams.js";
 import { Cue } from "./cue.js";
 import { t, pick, applyStatic, setLanguage, language, onLanguage, clock } from "./i18n.js";
 
@@ -17,7 +19,7 @@ const status = $("#screen-status");
 const model = new Model();
 const areaProps = new Map();    // area path -> {name, name_zh}
 let config = null;
-let map, alerts, districts, device, cue, live;
+let map, alerts, districts, device, camera, alertCams, cue, live;
 
 takeTokenFromFragment();
 applyStatic(document);
@@ -65,6 +67,7 @@ async function boot() {
   $("#who").textContent = `${config.user} · ${config.role}`;
   if (!booted) { build(); booted = true; }
   alerts.actions = config.actions;
+  camera.setRole(config.role);
   map.setTiles(config.tile_url, config.tile_attribution);
   try {
     const areas = await api("/api/v1/areas/geojson");
@@ -80,17 +83,26 @@ async function boot() {
 
 function build() {
   cue = new Cue({ banner: $("#banner"), button: $("#sound"), status });
+  alertCams = new AlertCameras({
+    onPick: (id) => openCamera(id, true),
+    onPlace: (place) => map.linkAlert(place?.lat, place?.lon, place?.ids || []),
+  });
   map = new CityMap($("#map"), model, {
     onSelect: ({ device: id, camera }) => {
       if (id) selectDevice(id);
-      else if (camera) { device.showCamera(model.cameraIndex.get(camera)); showTab("device"); }
+      else if (camera) openCamera(camera);
     },
     onDrawn: report,
     onHover: hover,
   });
   alerts = new AlertList($("#alerts-panel"), model, {
     actions: config.actions, areaName,
-    onPick: (a) => { if (a.device && model.index.has(a.device)) selectDevice(a.device, true); else if (a.area) map.focusArea(districtOf(a.area)); },
+    onPick: (a) => {
+      const cam = a.source?.startsWith("camera:") ? a.source.slice(7) : null;   // a camera's own alert
+      if (cam && model.cameraIndex.has(cam)) openCamera(cam, true);
+      else if (a.device && model.index.has(a.device)) selectDevice(a.device, true);
+      else if (a.area) map.focusArea(districtOf(a.area));
+    },
     onActed: (view, action) => {
       model.lastActor.set(view.id, { actor: config.user, action, at: Date.now() });
       model.putAlert(view);
@@ -98,6 +110,7 @@ function build() {
     },
     onError: toast,
     dialog: askUnit,
+    detail: alertCams,
   });
   districts = new DistrictPanel($("#district-panel"), model, {
     areaName,
@@ -105,6 +118,9 @@ function build() {
     onTotals: header,
   });
   device = new DevicePanel($("#device-panel"), model, { areaName, onClose: () => { map.select(null); showTab("districts"); } });
+  camera = new CameraPanel($("#camera-panel"), model, {
+    areaName, onError: toast, onClose: () => { map.selectCamera(null); showTab("districts"); },
+  });
   live = new Live({
     onSnapshot: (snap) => {
       model.loadSnapshot(snap);
@@ -114,6 +130,7 @@ function build() {
     onDelta: (delta) => {
       const changes = model.applyDelta(delta);
       if (delta.readings?.length) device.onReadings(delta.readings);
+      if (delta.cameras?.length) onCameraChanges(delta.cameras);
       for (const ch of changes) onAlertChange(ch);
     },
     onStatus: (mode) => {
@@ -130,7 +147,7 @@ function build() {
     districts.invalidate();
     if (what !== "values") { alerts.invalidate(); device.invalidate(); }
   });
-  onLanguage(() => { map.invalidate(); alerts.render(); districts.render(); device.render(); cue.label(); legend(); live.setMode(live.mode); });
+  onLanguage(() => { map.invalidate(); alerts.render(); districts.render(); device.render(); camera.render(); alertCams.render(); cue.label(); legend(); live.setMode(live.mode); });
   $("#zoom-in").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, 1));
   $("#zoom-out").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, -1));
   $("#fit").addEventListener("click", () => { map.highlightArea = null; map.fit(); });
@@ -138,9 +155,11 @@ function build() {
   setInterval(() => { $("#clock").textContent = clock(Date.now()); }, 1000);
   legend();
   window.hubScreen = {
-    model, map, live, cue, alerts, districts, device,
+    model, map, live, cue, alerts, districts, device, camera, alertCams,
     marker: (id) => map.markerOf(id),
+    cameraMarker: (id) => map.cameraMarkerOf(id),
     select: (id) => selectDevice(id, true),
+    openCamera: (id) => openCamera(id, true),
   };
 }
 
@@ -170,6 +189,38 @@ function selectDevice(id, focus = false) {
 }
 
 function showTab(name) { $("#side").dataset.tab = name; }
+
+/** Open camera `id`'s panel and ring it on the map (`focus`: bring it into view first). */
+function openCamera(id, focus = false) {
+  if (focus) map.focusCamera(id, 16);
+  map.selectCamera(id);
+  camera.show(id);
+  showTab("camera");
+}
+
+const placing = new Set();   // cameras whose place is being asked for
+/**
+ * Camera changes from the feed carry only the standing. A camera registered after the snapshot has
+ * no place on the map yet: it is read once from the API. The open panel and the selected alert's
+ * cameras follow the changes.
+ */
+function onCameraChanges(changes) {
+  for (const ch of changes) {
+    const c = model.cameraIndex.get(ch.id);
+    if (!c || c.lat != null || placing.has(ch.id)) continue;
+    placing.add(ch.id);
+    api(`/api/v1/cameras/${encodeURIComponent(ch.id)}`)
+      .then((d) => {
+        const { id, name, department, lat, lon, heading, fov, area } = d;
+        model.putCamera({ id, name, department, lat, lon, heading, fov, area });
+        map.invalidate();
+      })
+      .catch((e) => console.warn("camera", ch.id, e))
+      .finally(() => placing.delete(ch.id));
+  }
+  camera.onCameraChanges(changes);
+  alertCams.onCameraChanges();
+}
 
 function askUnit(a) {
   const dlg = $("#dispatch");
@@ -205,7 +256,8 @@ function hover(it, x, y) {
     tip.textContent = `${d.id} · ${t("type." + d.type)} · ${t(LEVELS.includes(s) ? "level." + s : s)}`;
   } else {
     const c = model.cameraIndex.get(it.id);
-    tip.textContent = `${t("camera")} ${c?.name || it.id} · ${t("cam." + (c?.status || "unknown"))}`;
+    const found = c?.findings?.length ? ` · ${c.findings.map((f) => t("finding." + f)).join(", ")}` : "";
+    tip.textContent = `${t("camera")} ${c?.name || it.id} · ${t("cam." + (c?.status || "unknown"))}${found}`;
   }
   tip.style.left = `${x + 14}px`; tip.style.top = `${y + 10}px`;
   tip.hidden = false;
@@ -216,7 +268,8 @@ function legend() {
   $("#legend").innerHTML = [
     dot(COLOURS.online, t("online")), dot(COLOURS.offline, t("offline")), dot(COLOURS.unknown, t("unknown")),
     ...["blue", "yellow", "orange", "red"].map((lv) => dot(COLOURS[lv], t("level." + lv))),
-    dot(CAMERA_COLOURS.ok, t("camera"), true), dot(CAMERA_COLOURS.fault, `${t("camera")} ${t("cam.fault")}`, true),
+    `<b>${t("cameras")}</b>`,
+    ...CAMERA_STATES.map((st) => dot(CAMERA_COLOURS[st], t("cam." + st), true)),
   ].join("");
 }
 

@@ -5,6 +5,7 @@
 // bin into grid cells, keep the worst state per cell) and one fill per colour (a Path2D per state),
 // so a frame costs a few milliseconds; frames are asked for with requestAnimationFrame and coalesced,
 // so a burst of updates is one redraw. Alerting devices are never hidden inside a cluster.
+// Cameras (6,000 of them) are squares the same way: one pass, one fill per standing.
 
 import { COLOURS, CAMERA_COLOURS, STATES, LEVEL_RANK, mercX, mercY, districtOf } from "./model.js";
 import { pick } from "./i18n.js";
@@ -12,6 +13,11 @@ import { pick } from "./i18n.js";
 const MIN_ZOOM = 3, MAX_ZOOM = 19;
 const CLUSTER_BELOW_ZOOM = 16.5;   // from here on every device is drawn on its own
 const CELL_PX = 40;                // cluster grid cell, CSS px at ui scale 1
+const CAMERA_CELL_PX = 24;         // below street zoom, one quiet camera per cell of this size
+const THIN_CAMERAS_ABOVE = 200;    // ... when there are more cameras than this
+// Drawn last so they sit on top: a camera that needs attention is never under a quiet one.
+const CAMERA_ORDER = ["disabled", "unknown", "ok", "lost", "fault"];
+const QUIET = new Set(["ok", "unknown", "disabled"]);
 const TRAFFIC = new Set(["traffic_flow", "gateway"]);
 // Blue and yellow barely tint a district (they are routine); orange and red colour it.
 const DISTRICT_TINT = { 0: "rgba(120,150,180,0.05)", 1: "rgba(47,129,247,0.07)", 2: "rgba(227,179,65,0.08)", 3: "rgba(240,136,62,0.16)", 4: "rgba(248,81,73,0.22)" };
@@ -31,7 +37,12 @@ export class CityMap {
     this.w = 1; this.h = 1; this.dpr = 1; this.ui = 1;
     this.features = [];
     this.tileUrl = null; this.tileAttribution = ""; this.tiles = new Map();
-    this.selected = null;
+    this.selected = null;                 // device id
+    this.selectedCamera = null;           // camera id
+    this.alertLink = null;                // {mx, my, ids}: an alert's place and its nearest cameras
+    this.camX = new Float32Array(0); this.camY = new Float32Array(0);
+    this.camShown = new Uint8Array(0);    // per camera (model.cameras order): drawn in the last frame
+    this.camerasDrawn = 0;
     this.highlightArea = null;
     this.pending = false;
     this.frames = 0;
@@ -111,7 +122,24 @@ export class CityMap {
     if (f) this.showBox(f.box, 16); else this.invalidate();
   }
 
-  select(id) { this.selected = id; this.invalidate(); }
+  select(id) { this.selected = id; if (id != null) this.selectedCamera = null; this.invalidate(); }
+
+  selectCamera(id) { this.selectedCamera = id; if (id != null) this.selected = null; this.invalidate(); }
+
+  focusCamera(id, zoom = 17) {
+    const c = this.model.cameraIndex.get(id);
+    if (!c || !isFinite(c.mx)) return;
+    this.touched = true;
+    this.cx = c.mx; this.cy = c.my;
+    this.z = Math.max(this.z, zoom);
+    this.invalidate();
+  }
+
+  /** Link an alert's place to its nearest cameras on the map (null: none). */
+  linkAlert(lat, lon, ids) {
+    this.alertLink = lat == null ? null : { mx: mercX(lon), my: mercY(lat), ids: new Set(ids) };
+    this.invalidate();
+  }
 
   // -- data -----------------------------------------------------------------------------------
   setAreas(geojson) {
@@ -340,32 +368,71 @@ export class CityMap {
     ctx.lineWidth = ui;
     ctx.strokeStyle = "rgba(11,18,26,0.9)";
     STATES.forEach((st, k) => { ctx.fillStyle = COLOURS[st]; ctx.fill(paths[k]); if (k >= 3) ctx.stroke(paths[k]); });
-    this.drawCameras(ctx, items, s, ox, oy);
+    this.drawCameras(ctx, s, ox, oy);
     this.items = items;
     this.clusters = clusters;
     this.drawnCount = alone.length;
   }
 
-  drawCameras(ctx, items, s, ox, oy) {
-    const ui = this.ui, half = (this.z < 14 ? 3 : 4.5) * ui;
-    const clustered = this.z < CLUSTER_BELOW_ZOOM && this.model.cameras.length > 200;
-    const seen = new Set();
-    this.camerasDrawn = 0;
-    for (const c of this.model.cameras) {
-      const x = c.mx * s + ox, y = c.my * s + oy;
-      if (!(x > -10 && y > -10 && x < this.w + 10 && y < this.h + 10)) continue;
-      if (clustered && c.status === "ok") {   // healthy cameras thin out when dense; faults always show
-        const key = `${Math.floor(x / (24 * ui))}:${Math.floor(y / (24 * ui))}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-      }
-      ctx.fillStyle = CAMERA_COLOURS[c.status] || CAMERA_COLOURS.unknown;
-      ctx.fillRect(x - half, y - half, 2 * half, 2 * half);
-      ctx.strokeStyle = "rgba(11,18,26,0.9)"; ctx.lineWidth = ui;
-      ctx.strokeRect(x - half, y - half, 2 * half, 2 * half);
-      items.push({ kind: "camera", id: c.id, x, y, r: Math.max(half * 1.4, 6 * ui) });
-      this.camerasDrawn++;
+  /**
+   * Cameras as squares in their standing's colour, one Path2D per standing (6,000 cameras are one
+   * pass and a handful of fills, not 12,000 canvas calls). Below street zoom and past
+   * THIN_CAMERAS_ABOVE, quiet cameras (ok, not checked, not patrolled) thin out to one per grid
+   * cell; faults, lost signals, the selected camera and the selected alert's cameras always show.
+   * Where each camera was drawn stays in typed arrays, for hit tests and the overlay.
+   */
+  drawCameras(ctx, s, ox, oy) {
+    const cams = this.model.cameras, n = cams.length, ui = this.ui;
+    if (this.camX.length !== n) {
+      this.camX = new Float32Array(n); this.camY = new Float32Array(n); this.camShown = new Uint8Array(n);
     }
+    const camX = this.camX, camY = this.camY, shown = this.camShown;
+    const half = this.cameraHalf(), pad = 2 * half;
+    const thin = this.z < CLUSTER_BELOW_ZOOM && n > THIN_CAMERAS_ABOVE;
+    const cell = CAMERA_CELL_PX * ui;
+    const cols = Math.ceil(this.w / cell) + 2;
+    const taken = thin ? new Uint8Array(cols * (Math.ceil(this.h / cell) + 2)) : null;
+    const paths = {};
+    for (const st of CAMERA_ORDER) paths[st] = new Path2D();
+    const sel = this.selectedCamera, linked = this.alertLink?.ids;
+    let drawn = 0;
+    for (let k = 0; k < n; k++) {
+      const c = cams[k];
+      const x = c.mx * s + ox, y = c.my * s + oy;
+      camX[k] = x; camY[k] = y; shown[k] = 0;
+      if (!(x > -pad && y > -pad && x < this.w + pad && y < this.h + pad)) continue;   // NaN too
+      const st = paths[c.status] ? c.status : c.status === "offline" ? "lost" : "unknown";
+      if (taken && QUIET.has(st) && c.id !== sel && !linked?.has(c.id)) {
+        const key = Math.floor((y + cell) / cell) * cols + Math.floor((x + cell) / cell);
+        if (taken[key]) continue;
+        taken[key] = 1;
+      }
+      paths[st].rect(x - half, y - half, 2 * half, 2 * half);
+      shown[k] = 1;
+      drawn++;
+    }
+    ctx.lineWidth = ui;
+    ctx.strokeStyle = "rgba(216,226,236,0.75)";   // a light rim: a square on a dark map reads as a camera
+    for (const st of CAMERA_ORDER) {
+      ctx.fillStyle = CAMERA_COLOURS[st];
+      ctx.fill(paths[st]);
+      ctx.stroke(paths[st]);
+    }
+    this.camerasDrawn = drawn;
+  }
+
+  /** Half a camera square's side at this zoom (CSS px). */
+  cameraHalf() { return (this.z < 14 ? 3 : this.z < 16 ? 4.5 : 6) * this.ui; }
+
+  /** Where camera `id` was drawn in the last frame (CSS px in the map), and in which colour. For tests too. */
+  cameraMarkerOf(id) {
+    const c = this.model.cameraIndex.get(id);
+    if (!c || c.k >= this.camShown.length) return null;
+    const k = c.k;
+    return {
+      x: this.camX[k], y: this.camY[k], status: c.status, drawn: this.camShown[k] === 1,
+      colour: CAMERA_COLOURS[c.status] || CAMERA_COLOURS.unknown,
+    };
   }
 
   /** The selection ring and pulsing rings around red/orange devices, animated only while needed. */
@@ -401,7 +468,35 @@ export class CityMap {
       ctx.beginPath(); ctx.arc(this.sx[sel], this.sy[sel], 10 * this.ui, 0, 2 * Math.PI);
       ctx.strokeStyle = "#ffffff"; ctx.lineWidth = 2 * this.ui; ctx.stroke();
     }
+    this.paintCameraLinks(ctx);
     return pulsing;
+  }
+
+  /** The selected alert's place linked to its nearest cameras, and a square ring on the selected camera. */
+  paintCameraLinks(ctx) {
+    const ui = this.ui, link = this.alertLink, cams = this.model.cameras;
+    if (link) {
+      const [ax, ay] = this.toScreen(link.mx, link.my);
+      ctx.setLineDash([5 * ui, 4 * ui]);
+      ctx.strokeStyle = "rgba(121,192,255,0.9)"; ctx.lineWidth = 1.5 * ui;
+      ctx.beginPath();
+      for (const id of link.ids) {
+        const c = this.model.cameraIndex.get(id);
+        if (!c || !this.camShown[c.k]) continue;
+        ctx.moveTo(ax, ay); ctx.lineTo(this.camX[c.k], this.camY[c.k]);
+      }
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.beginPath(); ctx.arc(ax, ay, 5 * ui, 0, 2 * Math.PI);
+      ctx.moveTo(ax - 9 * ui, ay); ctx.lineTo(ax + 9 * ui, ay); ctx.moveTo(ax, ay - 9 * ui); ctx.lineTo(ax, ay + 9 * ui);
+      ctx.stroke();
+    }
+    const c = this.selectedCamera != null ? this.model.cameraIndex.get(this.selectedCamera) : null;
+    if (c && c.k < cams.length && this.camShown[c.k]) {
+      const r = 11 * ui;
+      ctx.strokeStyle = "#ffffff"; ctx.lineWidth = 2 * ui;
+      ctx.strokeRect(this.camX[c.k] - r, this.camY[c.k] - r, 2 * r, 2 * r);
+    }
   }
 
   // -- hit tests and pointer ------------------------------------------------------------------
@@ -410,6 +505,16 @@ export class CityMap {
     for (const it of this.items) {
       const d = Math.hypot(it.x - x, it.y - y);
       if (d <= it.r + 2 && d < bestD) { best = it; bestD = d; }
+    }
+    // Cameras from the typed arrays: a square's half-diagonal, at least a finger's width.
+    const reach = Math.max(this.cameraHalf() * 1.4, 6 * this.ui) + 2;
+    const camX = this.camX, camY = this.camY, shown = this.camShown;
+    for (let k = 0; k < shown.length; k++) {
+      if (!shown[k]) continue;
+      const dx = camX[k] - x, dy = camY[k] - y;
+      if (Math.abs(dx) > reach || Math.abs(dy) > reach) continue;
+      const d = Math.hypot(dx, dy);
+      if (d <= reach && d < bestD) { best = { kind: "camera", id: this.model.cameras[k].id, x: camX[k], y: camY[k] }; bestD = d; }
     }
     return best;
   }

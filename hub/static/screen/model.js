@@ -58,7 +58,7 @@ export class Model {
     this.lastSeen = new Float64Array(0); // epoch ms, 0 never
     this.level = new Uint8Array(0);      // worst firing alert level on the device, 0 none
     this.values = [];                    // per device: {metric: [value, ts]}
-    this.cameras = [];                   // {id, name, lat, lon, mx, my, area, status, findings}
+    this.cameras = [];                   // {id, name, lat, lon, mx, my, area, status, findings, k: its index}
     this.cameraIndex = new Map();
     this.alerts = new Map();             // id -> alert body (active only)
     this.lastActor = new Map();          // alert id -> {actor, action, at}
@@ -128,7 +128,7 @@ export class Model {
     const placed = cam.lat != null && cam.lon != null;
     cam.mx = placed ? mercX(cam.lon) : NaN;
     cam.my = placed ? mercY(cam.lat) : NaN;
-    if (!have) { this.cameraIndex.set(c.id, cam); this.cameras.push(cam); }
+    if (!have) { cam.k = this.cameras.length; this.cameraIndex.set(c.id, cam); this.cameras.push(cam); }
   }
 
   // -- deltas -----------------------------------------------------------------------------------
