@@ -105,7 +105,7 @@ class Alerting:
     # -- inputs ---------------------------------------------------------------------------------
 
     async def on_batch(self, batch: ReadingBatch) -> None:
-        """Evaluate a stored batch (a pipeline ``on_batch`` hook)."""
+        """Evaluate a batch as it is being stored (a pipeline ``on_received`` hook)."""
         events = await asyncio.to_thread(self._evaluate, batch)
         self.emit(events)
 

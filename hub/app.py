@@ -35,6 +35,7 @@ from devices.users import UserStore
 from hub import areas_api, feed_api, health_api, metrics_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
+from hub.db import upgrade as upgrade_schema
 from hub.embedded_broker import EmbeddedBroker
 from hub.feed import CameraSource, SituationFeed
 from hub.influx_sink import InfluxSink
@@ -144,6 +145,8 @@ class Components:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         mq = settings.mqtt
+        # Every store's tables, at the newest migration, before any store opens (hub/db.py).
+        upgrade_schema(settings.registry)
         # The registry opens before the broker: with auth, the broker's accounts come from it.
         self.registry = Registry(settings.registry)
         if not self.registry.profiles():
@@ -196,9 +199,10 @@ class Components:
             ),
             consumer=consumer,
             flush_interval=ing.flush_interval_s,
-            # The situation feed right after live state (its snapshots read that state): it only
-            # queues, so it neither delays the rule engine's handler nor waits for any screen.
-            on_batch=[self._to_state, self._to_feed],
+            # Live state, the situation feed (right after the state its snapshots read: it only
+            # queues) and the rule engine see each batch while it is written, not after: an alert
+            # or a screen should not wait for the disk.
+            on_received=[self._to_state, self._to_feed],
             on_status=[self._status_to_state, self._status_to_feed],
         )
         # Alert changes fan out to MQTT (hub/alerts/{level}/{id}), webhooks, the people's
@@ -231,7 +235,7 @@ class Components:
             tick_s=settings.rules.tick_s,
             save_s=settings.rules.save_s,
         )
-        self.pipeline.add_batch_handler(
+        self.pipeline.add_received_handler(
             timed_rules(self.alerting, self.metrics.rule_evaluation.observe)
         )
         # The websocket situation feed: readings and statuses come through the hooks above.

@@ -33,6 +33,7 @@ class PipelineStats:
     stored: int = 0
     duplicates: int = 0
     store_errors: int = 0
+    handler_errors: int = 0
     last_flush_ms: float = 0.0
     last_write_ms: float = 0.0
 
@@ -41,10 +42,12 @@ class IngestPipeline:
     """Moves decoded readings to the store and acknowledges their messages only once they are durable.
 
     The consumer decodes on the transport thread; this task takes what it decoded every
-    ``flush_interval`` seconds, flags ranges, writes the batch in a worker thread, writes dead letters,
-    acknowledges, then awaits each downstream handler (live state, rules). A slow store or handler
-    delays acknowledgements, and the broker's Receive Maximum then stops delivery: back-pressure,
-    never a silent drop.
+    ``flush_interval`` seconds, flags ranges, and starts writing the batch in a worker thread; while
+    the store writes, the ``on_received`` handlers see the batch (live state, screens, rules: what
+    people watch should not wait for the disk); then it writes dead letters, acknowledges, and awaits
+    the ``on_batch`` handlers (what must see only durable readings). A slow store or handler delays
+    acknowledgements, and the broker's Receive Maximum then stops delivery: back-pressure, never a
+    silent drop.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class IngestPipeline:
         consumer: Consumer | None = None,
         flush_interval: float = 0.02,
         on_batch: Sequence[BatchHandler] = (),
+        on_received: Sequence[BatchHandler] = (),
         on_status: Sequence[StatusHandler] = (),
         subscriptions: Sequence[str] = topics.SUBSCRIPTIONS,
     ) -> None:
@@ -68,6 +72,7 @@ class IngestPipeline:
         self.transport = MqttTransport(mqtt, [(s, 1) for s in subscriptions], self.consumer.handle)
         self.flush_interval = flush_interval
         self._on_batch = list(on_batch)
+        self._on_received = list(on_received)
         self._on_status = list(on_status)
         self._ranges = RangeTable.from_registry(registry)
         self.stats = PipelineStats()
@@ -75,6 +80,10 @@ class IngestPipeline:
     def add_batch_handler(self, handler: BatchHandler) -> None:
         """Also hand every stored batch to ``handler`` (after those given at construction)."""
         self._on_batch.append(handler)
+
+    def add_received_handler(self, handler: BatchHandler) -> None:
+        """Also hand every batch to ``handler`` while it is being stored (see the class)."""
+        self._on_received.append(handler)
 
     async def run(self) -> None:
         """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
@@ -99,7 +108,20 @@ class IngestPipeline:
             return 0
         taken = self.consumer.take()
         started = time.perf_counter()
-        new = await asyncio.to_thread(self._persist, taken)
+        if self._ranges.version != self.registry.version:
+            self._ranges = RangeTable.from_registry(self.registry)
+        taken.batch = flag_out_of_range(taken.batch, self._ranges)
+        persisting = asyncio.ensure_future(asyncio.to_thread(self._persist, taken))
+        try:
+            if len(taken.batch):
+                for received in self._on_received:
+                    try:
+                        await received(taken.batch)
+                    except Exception:  # a screen's or rule's bug must not stop the readings
+                        self.stats.handler_errors += 1
+                        logger.exception("handler %r failed on a batch", received)
+        finally:
+            new = await persisting
         self.transport.ack_many(taken.acks)
         self.stats.flushes += 1
         self.stats.last_flush_ms = (time.perf_counter() - started) * 1000
@@ -113,10 +135,7 @@ class IngestPipeline:
 
     def _persist(self, taken: Taken) -> int:
         """Write readings and dead letters, retrying the store until it takes them (worker thread)."""
-        if self._ranges.version != self.registry.version:
-            self._ranges = RangeTable.from_registry(self.registry)
-        batch = flag_out_of_range(taken.batch, self._ranges)
-        taken.batch = batch
+        batch = taken.batch
         new = 0
         if len(batch):
             delay = 0.1
