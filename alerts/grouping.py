@@ -41,7 +41,9 @@ from alerts.silences import (
     InhibitRule,
     MuteReason,
     Silence,
-    mute_reason,
+    SilenceState,
+    inhibited,
+    matches_all,
 )
 from alerts.webhook import DeliveryLog, Outgoing, WebhookNotifier, WebhookSettings
 from alerts.wire import alert_body, iso
@@ -287,9 +289,15 @@ class NotificationRouter:
     def _muted(
         self, alerts: list[Alert], now: int, silences: Sequence[Silence]
     ) -> dict[int, MuteReason]:
-        rules = self.settings.inhibit_rules
-        reasons = {a.id: mute_reason(a, now, silences, rules, alerts) for a in alerts}
-        return {k: v for k, v in reasons.items() if v is not None}
+        current = [s for s in silences if s.state(now) is SilenceState.ACTIVE]
+        reasons: dict[int, MuteReason] = {}
+        if current:
+            for a in alerts:
+                if any(matches_all(s.matchers, a) for s in current):
+                    reasons[a.id] = MuteReason.SILENCED
+        for alert_id in inhibited(alerts, self.settings.inhibit_rules):
+            reasons.setdefault(alert_id, MuteReason.INHIBITED)
+        return reasons
 
     def tick(self, now_ms: int | None = None) -> list[GroupNotification]:
         """Escalate what waited too long, then notify the groups that are due; what was sent."""

@@ -156,6 +156,44 @@ AREA_DARK_MUTES_ITS_DEVICES = InhibitRule(
 """The default rule: one alert for a dark area instead of one per device in it (issue 4)."""
 
 
+def inhibited(alerts: Sequence[Alert], rules: Sequence[InhibitRule]) -> set[int]:
+    """Ids of the alerts some firing alert inhibits: `InhibitRule.inhibits` over every pair, in O(n).
+
+    A storm holds thousands of active alerts, and the notifications judge them every second: per
+    rule, the sources are indexed once by their ``equal`` fields (and area, for ``area_within``),
+    then each target is one lookup per prefix of its area path, not a scan of every source.
+    """
+    muted: set[int] = set()
+    for rule in rules:
+        index: dict[tuple[str, ...], dict[str, set[int]]] = {}
+        for src in alerts:
+            if src.active and src.firing and matches_all(rule.source, src):
+                if rule.area_within and src.area is None:
+                    continue
+                key = tuple(_field(src, f) for f in rule.equal)
+                area = (src.area or "").rstrip("/") if rule.area_within else ""
+                index.setdefault(key, {}).setdefault(area, set()).add(src.id)
+        if not index:
+            continue
+        for target in alerts:
+            if target.id in muted or not matches_all(rule.target, target):
+                continue
+            by_area = index.get(tuple(_field(target, f) for f in rule.equal))
+            if by_area is None:
+                continue
+            if not rule.area_within:
+                candidates = [by_area[""]]
+            elif target.area is None:
+                continue
+            else:
+                parts = target.area.split("/")
+                prefixes = ("/".join(parts[: k + 1]) for k in range(len(parts)))
+                candidates = [by_area[p] for p in prefixes if p in by_area]
+            if any(ids - {target.id} for ids in candidates):
+                muted.add(target.id)
+    return muted
+
+
 class MuteReason(enum.StrEnum):
     """Why people are not told about an alert."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -151,8 +150,8 @@ def test_mute_reason_says_silenced_before_inhibited() -> None:
 
 
 @pytest.fixture
-def silences(tmp_path: Path) -> Iterator[SilenceStore]:
-    store = SilenceStore(f"sqlite:///{tmp_path / 'hub.db'}")
+def silences(db_url: str) -> Iterator[SilenceStore]:
+    store = SilenceStore(db_url)  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     yield store
     store.dispose()
 
@@ -181,3 +180,47 @@ def test_a_silence_needs_matchers_and_a_window(silences: SilenceStore) -> None:
     m = (Matcher(name="device", value="x"),)
     with pytest.raises(InvalidAlertRequestError, match="end after"):
         silences.create(m, starts_ms=10, ends_ms=10, created_by="x", comment="empty")
+
+
+def test_the_indexed_inhibition_agrees_with_every_pair_checked() -> None:
+    import random  # noqa: PLC0415
+
+    from alerts.silences import inhibited  # noqa: PLC0415
+
+    rng = random.Random(5)
+    areas = [
+        "sh",
+        "sh/xuhui",
+        "sh/xuhui/street-0",
+        "sh/xuhui/street-0/g1",
+        "sh/xuhui/street-01",
+        "sh/huangpu/bund",
+        None,
+    ]
+    rules = [
+        AREA_DARK_MUTES_ITS_DEVICES,
+        InhibitRule(
+            source=(Matcher(name="level", value="red"),),
+            target=(Matcher(name="level", value="yellow"),),
+            equal=("device",),
+        ),
+    ]
+    for _ in range(30):
+        alerts = []
+        for i in range(1, 60):
+            area = rng.choice(areas)
+            is_area = rng.random() < 0.2
+            alerts.append(
+                alert(
+                    i,
+                    source=f"area:{area}" if is_area else f"device:d{rng.randint(1, 8)}",
+                    kind=rng.choice(["offline", "offline", "threshold"]),
+                    area=area,
+                    device=None if is_area else f"d{rng.randint(1, 8)}",
+                    level=rng.choice([Level.YELLOW, Level.RED, Level.BLUE]),
+                    state=rng.choice([State.RAISED, State.ACKNOWLEDGED, State.CLOSED]),
+                    firing=rng.random() < 0.8,
+                )
+            )
+        pairs = {t.id for t in alerts for r in rules for s in alerts if r.inhibits(s, t)}
+        assert inhibited(alerts, rules) == pairs
