@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._broker import BenchBroker, free_port
+from bench._rawpub import RawPublisher
 from bench.alerts_engine import baseline, build_batches, build_registry, build_rules, run
 
 OFFLINE_AFTER_S = 5.0
@@ -96,6 +98,8 @@ class Listener:
 
     def __init__(self, port: int) -> None:
         self.created: dict[tuple[str, str], float] = {}
+        # Wall-clock ms the engine decided (the event's time) and the message arrived, per device.
+        self.decided: dict[str, tuple[float, float]] = {}
         self.echo: dict[int, float] = {}
         self._ready = threading.Event()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alert-listener")
@@ -116,6 +120,8 @@ class Listener:
         if body.get("change") == "created":
             alert = body["alert"]
             self.created.setdefault((alert["rule"], alert["device"] or alert["source"]), now)
+            at = datetime.fromisoformat(body["at"]).timestamp() * 1000
+            self.decided.setdefault(alert["device"] or "", (at, time.time() * 1000))
 
     def close(self) -> None:
         self.c.disconnect()
@@ -138,20 +144,26 @@ class Background:
 
     def run(self, go_dark: Any, stop: Any, results: Any) -> None:  # noqa: ANN401 - mp events
         """Publish until ``stop``; the dark streetlights stop once ``go_dark`` is set."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
-        c.max_inflight_messages_set(20_000)
-        c.connect("127.0.0.1", self.port)
-        c.loop_start()
+        pub = RawPublisher("127.0.0.1", self.port, "bench-load")
         dark = set(self.dark)
         last_light: dict[str, float] = {}
         messages = readings = 0
+        # Topic and payload template per device, built once; only the time changes per message.
+        templates = {
+            d: (
+                f"sensors/acme/{d}/up".encode(),
+                ('{"ts":%d,' + json.dumps(NORMAL[p])[1:]).encode(),
+                len(NORMAL[p]),
+            )
+            for d, p in [*self.background, *((d, "acme-light") for d in self.lights)]
+        }
 
-        def send(device: str, fields: dict[str, float]) -> None:
+        def packet(device: str) -> bytes:
             nonlocal messages, readings
-            body = {"ts": time.time_ns() // 1_000_000, **fields}
-            c.publish(f"sensors/acme/{device}/up", json.dumps(body), qos=1)
+            topic, template, n = templates[device]
             messages += 1
-            readings += len(fields)
+            readings += n
+            return pub.packet(topic, template % (time.time_ns() // 1_000_000))
 
         t_start = time.monotonic()
         cursor = sent = 0
@@ -159,28 +171,30 @@ class Background:
         while not stop.is_set():
             now = time.monotonic()
             due = int((now - t_start) * self.msgs_s) - sent
-            for _ in range(max(0, min(due, 2000))):
-                device, profile = self.background[cursor % len(self.background)]
+            out = []
+            for _ in range(max(0, min(due, 5000))):
+                out.append(packet(self.background[cursor % len(self.background)][0]))
                 cursor += 1
-                send(device, NORMAL[profile])
                 sent += 1
             if now >= next_light:  # every streetlight once a second (the dark ones stop)
                 next_light += 1.0
                 dark_now = go_dark.is_set()
                 for device in self.lights:
-                    if dark_now and device in dark:
-                        continue
-                    send(device, NORMAL["acme-light"])
-                    last_light[device] = time.monotonic()
+                    if not (dark_now and device in dark):
+                        out.append(packet(device))
+                        last_light[device] = time.monotonic()
+            pub.send(out)
             time.sleep(max(0.0, 0.01 - (time.monotonic() - now)))
         elapsed = time.monotonic() - t_start
-        c.disconnect()
-        c.loop_stop()
+        time.sleep(1.0)  # the last PUBACKs
+        acked = pub.acked
+        pub.close()
         results.put(
             {
                 "msgs_s": messages / elapsed,
                 "readings_s": readings / elapsed,
                 "messages": messages,
+                "acked": acked,
                 "readings": readings,
                 "last_light": {d: last_light[d] for d in self.dark if d in last_light},
             }
@@ -199,6 +213,7 @@ class Probes:
         self.sent: dict[str, float] = {}
         self.echo_sent: dict[int, float] = {}
         self.stop = threading.Event()
+        self.sent_wall: dict[str, float] = {}
 
     def run(self) -> None:
         t0 = time.monotonic()
@@ -208,6 +223,7 @@ class Probes:
                 return
             body = {"ts": time.time_ns() // 1_000_000, "smoke": 9.0, "alarm": 1, "bat": 90}
             self.sent[device] = time.monotonic()
+            self.sent_wall[device] = time.time() * 1000
             self.c.publish(f"sensors/acme/{device}/up", json.dumps(body), qos=1)
             self.echo_sent[k] = time.monotonic()
             self.c.publish(ECHO, str(k), qos=1)
@@ -313,6 +329,10 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
             for d, t in probes.sent.items()
             if ("smoke-alarm", d) in listener.created
         ]
+        decide = [
+            listener.decided[d][0] - t for d, t in probes.sent_wall.items() if d in listener.decided
+        ]
+        notify = [arrived - at for at, arrived in listener.decided.values()]
         echo = [
             (listener.echo[k] - t) * 1000 for k, t in probes.echo_sent.items() if k in listener.echo
         ]
@@ -325,10 +345,15 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "load_readings_s": load["readings_s"],
             "load_msgs_s": load["msgs_s"],
+            "load_acked": load["acked"] / max(load["messages"], 1),
             "published": load["readings"] + 3 * len(probes.sent),
             "probes": len(probes.sent),
             "answered": len(lat),
             "p50": pct(lat, 50),
+            "decide_p50": pct(decide, 50),
+            "decide_p99": pct(decide, 99),
+            "notify_p50": pct(notify, 50),
+            "notify_p99": pct(notify, 99),
             "p99": pct(lat, 99),
             "max": max(lat) if lat else float("nan"),
             "echo_p50": pct(echo, 50),
@@ -360,11 +385,17 @@ def main() -> None:
     e2e = end_to_end(args)
     print(f"alerts_load_readings_s={e2e['load_readings_s']:.0f}")
     print(f"alerts_load_msgs_s={e2e['load_msgs_s']:.0f}")
+    print(f"alerts_load_acked_fraction={e2e['load_acked']:.3f}")
     print(f"alerts_probes={e2e['probes']}")
     print(f"alerts_probes_answered={e2e['answered']}")
     print(f"alerts_latency_p50_ms={e2e['p50']:.1f}")
     print(f"alerts_latency_p99_ms={e2e['p99']:.1f}")
     print(f"alerts_latency_max_ms={e2e['max']:.1f}")
+    # The two halves: publish -> the engine's decision, and decision -> the alert message arriving.
+    print(f"alerts_decide_p50_ms={e2e['decide_p50']:.1f}")
+    print(f"alerts_decide_p99_ms={e2e['decide_p99']:.1f}")
+    print(f"alerts_notify_p50_ms={e2e['notify_p50']:.1f}")
+    print(f"alerts_notify_p99_ms={e2e['notify_p99']:.1f}")
     print(f"alerts_mqtt_baseline_p50_ms={e2e['echo_p50']:.2f}")
     print(f"alerts_mqtt_baseline_p99_ms={e2e['echo_p99']:.2f}")
     print(f"alerts_latency_ratio_p99={e2e['p99'] / max(e2e['echo_p99'], 1e-3):.1f}")

@@ -48,6 +48,25 @@ SCHEMA: tuple[sa.MetaData, ...] = (
 )
 
 
+def compare_server_default(
+    _context: object,
+    _inspected_column: object,
+    _metadata_column: object,
+    inspected_default: str | None,
+    _metadata_default: object,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """Alembic's default comparison, except for an empty string literal.
+
+    Alembic hands SQLite's ``server_default=""`` over as ``('')`` and its SQLite comparison only
+    unquotes non-empty literals, so it reports a change that is not one. None defers to Alembic.
+    """
+    empty = {"''", "('')", ""}
+    if inspected_default in empty and rendered_metadata_default in empty:
+        return False
+    return None
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic configuration for the database at ``url`` with the hub's migrations."""
     cfg = Config()
@@ -71,6 +90,11 @@ def upgrade(url: str, revision: str = "head") -> None:
             cfg, FIRST_REVISION
         )  # made by create_all before migrations: revision 1's schema
     command.upgrade(cfg, revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at ``url`` back to ``revision`` (``base``: no tables at all)."""
+    command.downgrade(alembic_config(url), revision)
 
 
 def current(url: str) -> str | None:

@@ -90,8 +90,13 @@ class IngestPipeline:
         self.transport.start()
         flushing: asyncio.Task[int] | None = None
         try:
+            next_flush = time.monotonic()
             while True:
-                await asyncio.sleep(self.flush_interval)
+                # Every ``flush_interval`` from the last start, not after the last end: a batch that
+                # took a while to store must not add its time to the next batch's wait.
+                next_flush += self.flush_interval
+                await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
+                next_flush = max(next_flush, time.monotonic() - self.flush_interval)
                 # Shielded: a cancellation must not abandon a batch between store and acknowledgement.
                 flushing = asyncio.ensure_future(self.flush())
                 await asyncio.shield(flushing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from hub.db import SCHEMA
+from hub.db import SCHEMA, compare_server_default
 
 config = context.config
 
@@ -24,7 +24,7 @@ def run() -> None:
             # SQLite cannot ALTER most things: batch mode rebuilds tables for later revisions.
             render_as_batch=conn.dialect.name == "sqlite",
             compare_type=True,
-            compare_server_default=True,
+            compare_server_default=compare_server_default,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -344,9 +344,10 @@ def test_the_database_refuses_a_second_active_alert(store: AlertStore, url: str)
     row = (
         "INSERT INTO alerts (rule, source, kind, level, state, firing, summary, first_ms, last_ms, "
         "updated_ms, seq, state_ms) VALUES ('wl-high', 'device:wl-00001', 'threshold', 3, '{}', "
-        "1, 's', 1, 1, 1, 1, 1)"
+        "TRUE, 's', 1, 1, 1, 1, 1)"
     )
-    with pytest.raises(sa.exc.IntegrityError, match="UNIQUE"), engine.begin() as conn:
+    # SQLite says "UNIQUE constraint failed", PostgreSQL "violates unique constraint".
+    with pytest.raises(sa.exc.IntegrityError, match=r"(?i)unique"), engine.begin() as conn:
         conn.exec_driver_sql(row.format("acknowledged"))
     with engine.begin() as conn:  # closed rows are history: any number of them
         conn.exec_driver_sql(row.format("closed"))
@@ -503,10 +504,22 @@ def test_a_burst_of_events_is_applied_in_order_in_one_transaction(
 def test_a_failing_burst_applies_none_of_its_events(store: AlertStore, url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # make the second event's insert fail inside the transaction
-        conn.exec_driver_sql(
-            "CREATE TRIGGER no_bins BEFORE INSERT ON alerts WHEN NEW.device = 'bin-00001' "
-            "BEGIN SELECT RAISE(ABORT, 'no bins today'); END"
-        )
+        if engine.dialect.name == "postgresql":  # SQLSTATE 23000: an IntegrityError, like ABORT
+            conn.exec_driver_sql(
+                "CREATE FUNCTION no_bins() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.device = 'bin-00001' THEN "
+                "RAISE EXCEPTION 'no bins today' USING ERRCODE = '23000'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_bins BEFORE INSERT ON alerts "
+                "FOR EACH ROW EXECUTE FUNCTION no_bins()"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_bins BEFORE INSERT ON alerts WHEN NEW.device = 'bin-00001' "
+                "BEGIN SELECT RAISE(ABORT, 'no bins today'); END"
+            )
     engine.dispose()
     with pytest.raises(sa.exc.IntegrityError):
         store.apply_many([event(Level.YELLOW), event(Level.BLUE, device="bin-00001", rule="bf")])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -26,8 +25,8 @@ class Clock:
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[WarningStore, Clock, list[WarningChange], ResponseDb]]:
-    db = ResponseDb(f"sqlite:///{tmp_path / 'hub.db'}")
+def parts(db_url: str) -> Iterator[tuple[WarningStore, Clock, list[WarningChange], ResponseDb]]:
+    db = ResponseDb(db_url)  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     clock = Clock()
     changes: list[WarningChange] = []
     yield WarningStore(db, on_change=changes.append, clock=clock), clock, changes, db

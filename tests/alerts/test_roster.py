@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,8 +66,8 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[ResponseDb]:
-    d = ResponseDb(f"sqlite:///{tmp_path / 'hub.db'}")
+def db(db_url: str) -> Iterator[ResponseDb]:
+    d = ResponseDb(db_url)  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     yield d
     d.dispose()
 
@@ -126,13 +125,12 @@ def test_notices_are_kept_per_person_and_sent_to_the_gateway(
     assert [n.user for n in roster.notices(user="chief")] == ["chief"]
 
 
-def test_an_alert_nobody_acknowledged_is_told_to_the_people_on_duty(
-    tmp_path: Path, db: ResponseDb
-) -> None:
+def test_an_alert_nobody_acknowledged_is_told_to_the_people_on_duty(db: ResponseDb) -> None:
     roster = Roster(db, clock=lambda: T0)
     roster.add([NewShift("demo/riverside", Role.OFFICER, "river", T0 - H, T0 + H)], actor="admin")
     feed = AlertFeed()
-    alerts = AlertStore(f"sqlite:///{tmp_path / 'hub.db'}", on_change=feed.publish)
+    url = db.writer.url.render_as_string(hide_password=False)  # the roster's database
+    alerts = AlertStore(url, on_change=feed.publish)
     duty = DutyNotifier(roster, lambda area: [area, area.rpartition("/")[0]], min_level=Level.RED)
     feed.subscribe(duty.observe)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,8 +64,8 @@ def test_rank_is_one_vectorised_pass_even_for_many_units() -> None:
     assert took < 1.0
 
 
-def test_store_keeps_status_and_refuses_a_shared_account(tmp_path: Path) -> None:
-    db = ResponseDb(f"sqlite:///{tmp_path / 'hub.db'}")
+def test_store_keeps_status_and_refuses_a_shared_account(db_url: str) -> None:
+    db = ResponseDb(db_url)  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     seen: list[Unit] = []
     store = UnitStore(db, on_change=seen.append, clock=lambda: 42)
     unit = store.put(

@@ -29,8 +29,8 @@ TREE = [
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> AreaTree:
-    t = AreaTree(f"sqlite:///{tmp_path / 'hub.db'}")
+def tree(db_url: str) -> AreaTree:
+    t = AreaTree(db_url)  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     assert t.put(TREE) == len(TREE)
     return t
 
@@ -94,8 +94,8 @@ def test_the_tree_refuses_what_would_break_it(tree: AreaTree) -> None:
     assert tree.find("demo/river/a-rd/g1") is None
 
 
-def test_another_process_s_changes_are_seen(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
+def test_another_process_s_changes_are_seen(db_url: str) -> None:
+    url = db_url
     now = [0.0]
     reader = AreaTree(url, clock=lambda: now[0])
     assert len(reader) == 0
@@ -105,8 +105,8 @@ def test_another_process_s_changes_are_seen(tmp_path: Path) -> None:
     assert len(reader) == 2
 
 
-def test_an_area_bound_account_carries_its_area(tmp_path: Path) -> None:
-    users = UserStore(f"sqlite:///{tmp_path / 'hub.db'}")
+def test_an_area_bound_account_carries_its_area(db_url: str) -> None:
+    users = UserStore(db_url)
     users.create_user("town", Role.OFFICER, password="a long enough password", area="demo/river")
     token = users.login("town", "a long enough password")
     assert token is not None

@@ -26,8 +26,8 @@ def _sort(registry: CameraRegistry, body: bytes, content_type: str) -> bulk.Sort
     return bulk.sort_rows(registry, bulk.parse_rows(body, content_type))
 
 
-def test_csv_rows_sorted_with_reasons(tmp_path: Path) -> None:
-    registry = CameraRegistry(f"sqlite:///{tmp_path / 'hub.db'}")
+def test_csv_rows_sorted_with_reasons(db_url: str) -> None:
+    registry = CameraRegistry(db_url)
     rows = _sort(registry, CSV, "text/csv")
     assert [c.id for c in rows.new] == ["cam-1", "cam-2"]
     cam1 = rows.new[0]
@@ -43,8 +43,8 @@ def test_csv_rows_sorted_with_reasons(tmp_path: Path) -> None:
     assert not any("pw1" in r for r in reasons.values())
 
 
-def test_reupload_is_unchanged_and_a_redacted_url_keeps_the_login(tmp_path: Path) -> None:
-    registry = CameraRegistry(f"sqlite:///{tmp_path / 'hub.db'}")
+def test_reupload_is_unchanged_and_a_redacted_url_keeps_the_login(db_url: str) -> None:
+    registry = CameraRegistry(db_url)
     registry.put([Camera(id="cam-1", url="rtsp://admin:pw1@10.0.0.1/live", name="Gate")])
     shown = registry.get("cam-1").redacted_url
     body = json.dumps({"cameras": [{"id": "cam-1", "url": shown, "name": "Gate"}]}).encode()
@@ -55,8 +55,8 @@ def test_reupload_is_unchanged_and_a_redacted_url_keeps_the_login(tmp_path: Path
     assert [c.url for c in rows.changed] == ["rtsp://admin:pw1@10.0.0.1/live"]
 
 
-def test_the_registry_survives_a_restart_and_sees_another_process(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
+def test_the_registry_survives_a_restart_and_sees_another_process(db_url: str) -> None:
+    url = db_url  # SQLite and PostgreSQL (tests/postgres.py), migrated by Alembic
     one, two = CameraRegistry(url), CameraRegistry(url)
     one.put([Camera(id="cam-1", url="rtsp://10.0.0.1/live", lat=31.2, lon=121.4, tags={"a": "b"})])
     assert two.refresh() is True
