@@ -110,7 +110,10 @@ class IngestSettings(_Section):
     skew_flag_s: float = Field(300, gt=0, title="Readings this far ahead are flagged CLOCK_SKEW")
     max_future_s: float = Field(86_400, gt=0, title="Readings this far ahead are rejected")
     flush_interval_s: float = Field(
-        0.01, gt=0, le=5, title="How often decoded readings are stored (and rules and screens see them)"
+        0.01,
+        gt=0,
+        le=5,
+        title="How often decoded readings are stored (and rules and screens see them)",
     )
 
 
