@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from devices.access import Role
 from devices.loader import load_shipped
@@ -188,12 +189,22 @@ def _picture(screen: Screen, selector: str) -> dict[str, Any]:
 
 def _click_camera(screen: Screen, camera: str) -> None:
     """Click the camera's square on the map with the mouse, and wait for its panel."""
-    m = _camera_marker(screen, camera)
-    assert m["drawn"], m
-    box = screen.page.locator("#map canvas.overlay").bounding_box()
-    assert box is not None
-    screen.page.mouse.click(box["x"] + m["x"], box["y"] + m["y"])
-    screen.page.wait_for_selector(f'#camera-panel[data-camera="{camera}"][data-loaded="1"]')
+    panel = f'#camera-panel[data-camera="{camera}"][data-loaded="1"]'
+    for attempt in range(3):
+        # Read the square's place just before clicking: on a busy machine the map may still be
+        # settling from a zoom, and a click on where the square was a moment ago misses it.
+        m = _camera_marker(screen, camera)
+        assert m["drawn"], m
+        box = screen.page.locator("#map canvas.overlay").bounding_box()
+        assert box is not None
+        screen.page.mouse.click(box["x"] + m["x"], box["y"] + m["y"])
+        try:
+            screen.page.wait_for_selector(panel, timeout=20_000)
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
+        else:
+            return
 
 
 def test_cameras_on_the_map_their_pictures_and_an_alerts_cameras(
