@@ -9,8 +9,6 @@ saying whose it is.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from pydantic import ValidationError
 from devices.errors import InvalidDefinitionError, NotFoundError
 from devices.profiles import Device, DeviceStatus
 from devices.registry import Registry
+from devices.uploads import upload_rows
 
 MAX_ROWS = 200_000
 CSV_COLUMNS = ("id", "profile", "name", "lat", "lon", "area", "tags", "vendor")
@@ -46,63 +45,26 @@ class Sorted:
 
 
 def parse_rows(body: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    """``(row number, fields)`` of a CSV (header row; numbers are file lines) or JSON upload.
-
-    JSON is a list of objects or ``{"devices": [...]}``; its row numbers count items from 1.
+    """``(row number, fields)`` of a CSV or JSON upload of devices (`devices.uploads.upload_rows`).
 
     Raises:
         InvalidDefinitionError: not CSV or JSON as described, or more than `MAX_ROWS` rows.
     """
-    if "json" in content_type:
-        yield from _json_rows(body)
-    elif "csv" in content_type or content_type.startswith("text/"):
-        yield from _csv_rows(body)
-    else:
-        msg = f"send text/csv or application/json, not {content_type or 'no content type'}"
-        raise InvalidDefinitionError(msg)
+    return upload_rows(
+        body,
+        content_type,
+        things="devices",
+        columns=CSV_COLUMNS,
+        required=("id", "profile"),
+        max_rows=MAX_ROWS,
+        error=InvalidDefinitionError,
+        csv_row=_csv_cells,
+    )
 
 
-def _json_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        msg = f"the upload is not JSON: {exc}"
-        raise InvalidDefinitionError(msg) from exc
-    if isinstance(doc, dict):
-        doc = doc.get("devices")
-    if not isinstance(doc, list):
-        msg = 'JSON uploads are a list of devices or {"devices": [...]}'
-        raise InvalidDefinitionError(msg)
-    _check_size(len(doc))
-    for n, item in enumerate(doc, start=1):
-        yield n, item if isinstance(item, dict) else {"__not_an_object__": item}
-
-
-def _csv_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    try:
-        text = body.decode("utf-8-sig")  # spreadsheets write a byte-order mark
-    except UnicodeDecodeError as exc:
-        msg = f"the CSV is not UTF-8: {exc}"
-        raise InvalidDefinitionError(msg) from exc
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in reader.fieldnames or []]
-    unknown = [h for h in header if h not in CSV_COLUMNS]
-    if "id" not in header or "profile" not in header or unknown:
-        msg = f"CSV header needs id and profile, may have {', '.join(CSV_COLUMNS)}"
-        if unknown:
-            msg += f"; unknown columns: {', '.join(unknown)}"
-        raise InvalidDefinitionError(msg)
-    reader.fieldnames = header
-    for n, raw in enumerate(reader, start=2):
-        _check_size(n - 1)
-        row: dict[str, Any] = {
-            k: v.strip() for k, v in raw.items() if k is not None and v is not None and v.strip()
-        }
-        if None in raw:
-            row["__extra__"] = raw[None]
-        if "tags" in row:
-            row["tags"] = _csv_tags(row["tags"])
-        yield n, row
+def _csv_cells(row: dict[str, Any]) -> None:
+    if "tags" in row:
+        row["tags"] = _csv_tags(row["tags"])
 
 
 def _csv_tags(text: str) -> object:
@@ -116,12 +78,6 @@ def _csv_tags(text: str) -> object:
     if any(not sep for _, sep, _ in pairs):
         return text  # let validation say what is wrong
     return {k.strip(): v.strip() for k, _, v in pairs}
-
-
-def _check_size(n: int) -> None:
-    if n > MAX_ROWS:
-        msg = f"at most {MAX_ROWS} devices per upload: split the file"
-        raise InvalidDefinitionError(msg)
 
 
 def _first_error(exc: ValidationError) -> str:

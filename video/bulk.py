@@ -8,8 +8,6 @@ uploaded again does not wipe the cameras' passwords. Reasons never quote a URL's
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from devices.uploads import upload_rows
 from video import urls
 from video.cameras import Camera
 from video.errors import InvalidCameraError
@@ -59,64 +58,27 @@ class Sorted:
 
 
 def parse_rows(body: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    """``(row number, fields)`` of a CSV (header row; numbers are file lines) or JSON upload.
-
-    JSON is a list of objects or ``{"cameras": [...]}``; its row numbers count items from 1.
+    """``(row number, fields)`` of a CSV or JSON upload of cameras (`devices.uploads.upload_rows`).
 
     Raises:
         InvalidCameraError: not CSV or JSON as described, or more than `MAX_ROWS` rows.
     """
-    if "json" in content_type:
-        yield from _json_rows(body)
-    elif "csv" in content_type or content_type.startswith("text/"):
-        yield from _csv_rows(body)
-    else:
-        msg = f"send text/csv or application/json, not {content_type or 'no content type'}"
-        raise InvalidCameraError(msg)
+    return upload_rows(
+        body,
+        content_type,
+        things="cameras",
+        columns=CSV_COLUMNS,
+        required=("id", "url"),
+        max_rows=MAX_ROWS,
+        error=InvalidCameraError,
+        csv_row=_csv_cells,
+    )
 
 
-def _json_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        msg = f"the upload is not JSON: {exc}"
-        raise InvalidCameraError(msg) from exc
-    if isinstance(doc, dict):
-        doc = doc.get("cameras")
-    if not isinstance(doc, list):
-        msg = 'JSON uploads are a list of cameras or {"cameras": [...]}'
-        raise InvalidCameraError(msg)
-    _check_size(len(doc))
-    for n, item in enumerate(doc, start=1):
-        yield n, item if isinstance(item, dict) else {"__not_an_object__": item}
-
-
-def _csv_rows(body: bytes) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    try:
-        text = body.decode("utf-8-sig")  # spreadsheets write a byte-order mark
-    except UnicodeDecodeError as exc:
-        msg = f"the CSV is not UTF-8: {exc}"
-        raise InvalidCameraError(msg) from exc
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in reader.fieldnames or []]
-    unknown = [h for h in header if h not in CSV_COLUMNS]
-    if "id" not in header or "url" not in header or unknown:
-        msg = f"CSV header needs id and url, may have {', '.join(CSV_COLUMNS)}"
-        if unknown:
-            msg += f"; unknown columns: {', '.join(unknown)}"
-        raise InvalidCameraError(msg)
-    reader.fieldnames = header
-    for n, raw in enumerate(reader, start=2):
-        _check_size(n - 1)
-        row: dict[str, Any] = {
-            k: v.strip() for k, v in raw.items() if k is not None and v is not None and v.strip()
-        }
-        if None in raw:
-            row["__extra__"] = raw[None]
-        for key in ("tags", "thresholds"):
-            if key in row:
-                row[key] = _pairs(row[key], numbers=key == "thresholds")
-        yield n, row
+def _csv_cells(row: dict[str, Any]) -> None:
+    for key in ("tags", "thresholds"):
+        if key in row:
+            row[key] = _pairs(row[key], numbers=key == "thresholds")
 
 
 def _pairs(text: str, *, numbers: bool) -> object:
@@ -137,12 +99,6 @@ def _number(text: str) -> object:
         return float(text)
     except ValueError:
         return text
-
-
-def _check_size(n: int) -> None:
-    if n > MAX_ROWS:
-        msg = f"at most {MAX_ROWS} cameras per upload: split the file"
-        raise InvalidCameraError(msg)
 
 
 def _first_error(exc: ValidationError) -> str:
