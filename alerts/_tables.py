@@ -124,20 +124,25 @@ sa.event.listen(
 def insert_audit(conn: Connection, e: AuditEntry) -> None:
     """Append one audit line (the only write the audit table ever takes)."""
     conn.execute(
-        sa.insert(audit_table).values(
-            alert_id=e.alert_id,
-            seq=e.seq,
-            at_ms=e.at_ms,
-            actor=e.actor,
-            action=e.action.value,
-            from_state=e.from_state.value if e.from_state is not None else None,
-            to_state=e.to_state.value,
-            from_level=int(e.from_level) if e.from_level is not None else None,
-            to_level=int(e.to_level),
-            note=e.note,
-            target=e.target,
-        )
+        _INSERT_AUDIT,
+        {
+            "alert_id": e.alert_id,
+            "seq": e.seq,
+            "at_ms": e.at_ms,
+            "actor": e.actor,
+            "action": e.action.value,
+            "from_state": e.from_state.value if e.from_state is not None else None,
+            "to_state": e.to_state.value,
+            "from_level": int(e.from_level) if e.from_level is not None else None,
+            "to_level": int(e.to_level),
+            "note": e.note,
+            "target": e.target,
+        },
     )
+
+
+_INSERT_AUDIT = sa.insert(audit_table)  # built once: a statement per call cost more than the write
+_INSERT_EVIDENCE = sa.insert(evidence_table)
 
 
 def insert_evidence(
@@ -146,7 +151,7 @@ def insert_evidence(
     """Keep the readings a condition event brought, numbered in the order sent."""
     if evidence:
         conn.execute(
-            sa.insert(evidence_table),
+            _INSERT_EVIDENCE,
             [
                 {
                     "alert_id": alert_id,

@@ -61,6 +61,19 @@ from devices.access import Role
 
 logger = logging.getLogger(__name__)
 
+# The condition path's statements, built once: constructing a statement per event cost more Python
+# than the SQLite work itself, and the applier runs next to the decoder for the GIL.
+_ACTIVE_BY_KEY = (
+    sa.select(alerts_table)
+    .where(
+        alerts_table.c.source == sa.bindparam("source"),
+        alerts_table.c.rule == sa.bindparam("rule"),
+        not_closed,
+    )
+    .with_for_update()
+)
+_INSERT_ALERT = sa.insert(alerts_table).returning(alerts_table.c.id)
+
 
 class AlertPolicy(BaseModel):
     """Choices the operations centre makes about alerts (settings section ``alert_policy``)."""
@@ -287,15 +300,7 @@ class AlertStore:
             )
 
     def _apply(self, conn: Connection, event: ConditionEvent) -> list[AlertChange]:
-        row = conn.execute(
-            sa.select(alerts_table)
-            .where(
-                alerts_table.c.source == event.source,
-                alerts_table.c.rule == event.rule,
-                not_closed,
-            )
-            .with_for_update()
-        ).first()
+        row = conn.execute(_ACTIVE_BY_KEY, {"source": event.source, "rule": event.rule}).first()
         if row is None:
             return [self._raise(conn, event)] if event.firing else []
         alert = alert_of(row)
@@ -357,8 +362,7 @@ class AlertStore:
             "seq": 1,
             "state_ms": event.at_ms,
         }
-        insert = sa.insert(alerts_table).values(**values).returning(alerts_table.c.id)
-        alert_id = int(conn.execute(insert).scalar_one())
+        alert_id = int(conn.execute(_INSERT_ALERT, values).scalar_one())
         alert = Alert(
             id=alert_id,
             rule=event.rule,
