@@ -115,7 +115,6 @@ class UserStore:
         """Open (and create if needed) the user tables at a SQLAlchemy URL."""
         self.engine: Engine = sa.create_engine(url)
         _metadata.create_all(self.engine)
-        _add_area_column(self.engine)
         self._hasher = hasher or PasswordHasher()
 
     # -- users ----------------------------------------------------------------------------------
@@ -373,17 +372,3 @@ def _check_area(area: str | None) -> None:
     if area is not None and not _AREA.match(area):
         msg = f"area {area!r}: a path of segments like city/district/street, no leading '/'"
         raise InvalidDefinitionError(msg)
-
-
-def _add_area_column(engine: Engine) -> None:
-    """Give a users table made before accounts had areas its ``area`` column (a one-off upgrade)."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("users")}
-    if "area" in columns:
-        return
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE users ADD COLUMN area VARCHAR(300)"))
-    except sa.exc.DBAPIError:
-        # Another process (the CLI, a second worker) added it between our look and our ALTER.
-        if "area" not in {c["name"] for c in sa.inspect(engine).get_columns("users")}:
-            raise

@@ -9,6 +9,9 @@ whose schema it has, then upgraded like any other.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from alembic.config import Config
 
 from alerts._response_tables import metadata as response_metadata
 from alerts._tables import metadata as alert_metadata
+from alerts.citizen_tables import metadata as citizen_report_metadata
 from alerts.rulebook import edited_rules
 from alerts.silences import silences_table
 from devices.areas import areas_table
@@ -45,6 +49,7 @@ SCHEMA: tuple[sa.MetaData, ...] = (
     silences_table.metadata,
     response_metadata,
     video_metadata,  # status_table (video.history) is on it too: importing it registers it
+    citizen_report_metadata,
 )
 
 
@@ -77,19 +82,71 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (the newest by default)."""
+    """Bring the database at ``url`` to ``revision`` (the newest by default).
+
+    Safe to run from several processes at once (the hub and ``hub db upgrade``, or workers starting
+    together): they take turns under `migration_lock`, and the later ones find nothing to do.
+    """
     cfg = alembic_config(url)
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            names = set(sa.inspect(conn).get_table_names())
-    finally:
-        engine.dispose()
-    if "alembic_version" not in names and "devices" in names:
-        command.stamp(
-            cfg, FIRST_REVISION
-        )  # made by create_all before migrations: revision 1's schema
-    command.upgrade(cfg, revision)
+    with migration_lock(url):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                names = set(sa.inspect(conn).get_table_names())
+            if "alembic_version" not in names and "devices" in names:
+                # Made by create_all before migrations: give it revision 1's schema, then say so.
+                _legacy_to_first_revision(engine, names)
+                command.stamp(cfg, FIRST_REVISION)
+        finally:
+            engine.dispose()
+        command.upgrade(cfg, revision)
+
+
+# Any constant will do: it names the lock among the database's advisory locks ("hub-migr").
+_PG_LOCK_KEY = 0x6875_622D_6D69_6772 & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[None]:
+    """Hold the database's migration lock: one migrating process at a time.
+
+    PostgreSQL: a session advisory lock, released with the connection even if the process dies.
+    SQLite: an exclusive `flock` on a file beside the database (in-memory databases are private).
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+        finally:
+            engine.dispose()
+        return
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _legacy_to_first_revision(engine: sa.Engine, tables: set[str]) -> None:
+    """What revision 1 has that databases made before Alembic may lack: ``users.area``."""
+    if "users" not in tables:
+        return
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("users")}
+    if "area" not in columns:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE users ADD COLUMN area VARCHAR(300)"))
 
 
 def downgrade(url: str, revision: str) -> None:

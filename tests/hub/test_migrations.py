@@ -21,6 +21,8 @@ from alerts.store import AlertStore
 from devices.registry import Registry
 from hub.db import SCHEMA, compare_server_default, current, downgrade, upgrade
 
+HEAD = "0002"  # the newest revision (hub/migrations/versions)
+
 
 def _diff(url: str) -> list[Any]:
     engine = sa.create_engine(url)
@@ -35,7 +37,7 @@ def _diff(url: str) -> list[Any]:
 
 
 def test_the_migrated_schema_equals_the_models(db_url: str) -> None:
-    assert current(db_url) == "0001"
+    assert current(db_url) == HEAD
     assert _diff(db_url) == []
 
 
@@ -116,7 +118,7 @@ def test_a_database_made_before_migrations_is_stamped_then_upgraded(tmp_path: Pa
     AlertStore(url).dispose()
     assert current(url) is None
     upgrade(url)
-    assert current(url) == "0001"
+    assert current(url) == HEAD
 
 
 def test_downgrade_to_base_leaves_no_table_and_upgrade_comes_back(db_url: str) -> None:
@@ -129,7 +131,7 @@ def test_downgrade_to_base_leaves_no_table_and_upgrade_comes_back(db_url: str) -
         engine.dispose()
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == "0001"
+    assert current(db_url) == HEAD
     assert _diff(db_url) == []
 
 
@@ -155,8 +157,8 @@ def test_hub_db_upgrade_migrates_an_empty_database(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "empty -> 0001" in done.stdout
-    assert current(url) == "0001"
+    assert f"empty -> {HEAD}" in done.stdout
+    assert current(url) == HEAD
     assert _diff(url) == []
     again = subprocess.run(
         [sys.executable, "-m", "hub", "db", "current"],
@@ -166,4 +168,64 @@ def test_hub_db_upgrade_migrates_an_empty_database(
         timeout=120,
         check=False,
     )
-    assert again.stdout.strip() == "0001", again.stderr
+    assert again.stdout.strip() == HEAD, again.stderr
+
+
+def test_a_database_made_before_accounts_had_areas_gets_the_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'older.db'}"
+    Registry(url).engine.dispose()
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:  # the users table as it was before areas
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE users (name VARCHAR(64) PRIMARY KEY, role VARCHAR(16) NOT NULL,"
+                    " vendor VARCHAR(64), password_hash VARCHAR(200) NOT NULL,"
+                    " disabled BOOLEAN NOT NULL, created DATETIME NOT NULL)"
+                )
+            )
+        upgrade(url)
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("users")}
+    finally:
+        engine.dispose()
+    assert "area" in columns
+    assert current(url) == _head()
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    from hub.db import alembic_config  # noqa: PLC0415
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_processes_upgrading_at_once_take_turns(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Workers (or the hub and `hub db upgrade`) starting together on a fresh database: without the
+    # migration lock, two of them create the same tables and one dies on "already exists".
+    url = (
+        f"sqlite:///{tmp_path / 'race.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    code = f"from hub.db import upgrade; upgrade({url!r})"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    done = [(run.communicate(timeout=180)[1], run.returncode) for run in runs]
+    assert [err for err, code in done if code != 0] == []
+    assert current(url) == _head()
+    assert _diff(url) == []
