@@ -16,8 +16,9 @@ from devices.access import AdminOnly, DeviceWriter, Principal, ReadAny, Role
 from devices.api import RegistryDep
 from devices.errors import ConflictError, InvalidDefinitionError, NotFoundError
 from devices.profiles import Device, DeviceProfile, DeviceStatus, Vendor
-from devices.registration import RowError, parse_rows, sort_rows
+from devices.registration import parse_rows, sort_rows
 from devices.registry import Registry
+from devices.uploads import RowError
 
 
 class Credential(BaseModel):

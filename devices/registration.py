@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,29 +18,10 @@ from pydantic import ValidationError
 from devices.errors import InvalidDefinitionError, NotFoundError
 from devices.profiles import Device, DeviceStatus
 from devices.registry import Registry
-from devices.uploads import upload_rows
+from devices.uploads import RowError, Sorted, upload_rows
 
 MAX_ROWS = 200_000
 CSV_COLUMNS = ("id", "profile", "name", "lat", "lon", "area", "tags", "vendor")
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """A refused row: where it is in the upload, its id if it had one, and why."""
-
-    row: int
-    id: str | None
-    reason: str
-
-
-@dataclass(slots=True)
-class Sorted:
-    """An upload sorted out: what to write, what was already so, and what was refused."""
-
-    new: list[Device] = field(default_factory=list)
-    changed: list[Device] = field(default_factory=list)
-    unchanged: int = 0
-    errors: list[RowError] = field(default_factory=list)
 
 
 def parse_rows(body: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -94,14 +74,14 @@ def sort_rows(
     rows: Iterator[tuple[int, Mapping[str, Any]]],
     *,
     vendor: str | None,
-) -> Sorted:
+) -> Sorted[Device]:
     """Check every row and sort it; ``vendor`` is the uploader's vendor (None for an administrator).
 
     A row's vendor defaults to the uploader's; its profile must be the same vendor's or shared; an
     existing device keeps its status (a re-upload does not bring a decommissioned device back) and a
     replaced device's row is refused, since its point now belongs to its successor.
     """
-    out = Sorted()
+    out: Sorted[Device] = Sorted()
     candidates: list[tuple[int, Device]] = []
     seen: dict[str, int] = {}
     for n, fields in rows:

@@ -10,7 +10,29 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A refused row: where it is in the upload, its id if it had one, and why."""
+
+    row: int
+    id: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class Sorted(Generic[T]):
+    """An upload sorted out: what to write, what was already so, and what was refused."""
+
+    new: list[T] = field(default_factory=list)
+    changed: list[T] = field(default_factory=list)
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
 
 
 def upload_rows(

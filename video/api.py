@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from shapely.errors import GEOSException
 
 from devices.access import AdminOnly, Principal, Role, StaffOnly, require
+from devices.uploads import Sorted
 from video import bulk
 from video.cameras import Camera, CameraPatch
 from video.diagnose import FindingKind
@@ -182,7 +183,7 @@ async def register_bulk(request: Request, _: AdminOnly, fleet: FleetDep) -> Bulk
     body = await request.body()
     content_type = request.headers.get("content-type", "")
 
-    def work() -> bulk.Sorted:
+    def work() -> Sorted[Camera]:
         rows = bulk.sort_rows(fleet.registry, bulk.parse_rows(body, content_type))
         fleet.put([*rows.new, *rows.changed])
         return rows

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from devices.uploads import upload_rows
+from devices.uploads import RowError, Sorted, upload_rows
 from video import urls
 from video.cameras import Camera
 from video.errors import InvalidCameraError
@@ -36,25 +35,6 @@ CSV_COLUMNS = (
     "thresholds",
     "enabled",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """A refused row: where it is in the upload, its id if it had one, and why."""
-
-    row: int
-    id: str | None
-    reason: str
-
-
-@dataclass(slots=True)
-class Sorted:
-    """An upload sorted out: what to write, what was already so, and what was refused."""
-
-    new: list[Camera] = field(default_factory=list)
-    changed: list[Camera] = field(default_factory=list)
-    unchanged: int = 0
-    errors: list[RowError] = field(default_factory=list)
 
 
 def parse_rows(body: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -110,9 +90,11 @@ def _first_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def sort_rows(registry: CameraRegistry, rows: Iterator[tuple[int, Mapping[str, Any]]]) -> Sorted:
+def sort_rows(
+    registry: CameraRegistry, rows: Iterator[tuple[int, Mapping[str, Any]]]
+) -> Sorted[Camera]:
     """Check every row and sort it against what the registry holds."""
-    out = Sorted()
+    out: Sorted[Camera] = Sorted()
     seen: dict[str, int] = {}
     for n, fields in rows:
         checked = _check_row(registry, n, fields, seen)

@@ -177,9 +177,11 @@ def test_hashes_are_the_ones_mosquitto_passwd_writes_and_reads(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_issuing_100000_credentials_is_fast_enough_for_bulk_import(store: CredentialStore) -> None:
-    # The bulk-import benchmark needs >= 5,000 devices/s including credentials; measured here
-    # about 36,000 credentials/s (28 us each; the hash is 4 us of it at one PBKDF2 iteration).
+def test_issuing_100000_credentials_at_once_gives_100000_working_ones(
+    store: CredentialStore,
+) -> None:
+    # How fast is bench/onboarding.py's business (31-36k/s measured there); this test holds the
+    # bulk path to being right at bulk-import size, and prints its rate for whoever runs it.
     pairs = [(f"bin-{i:06d}", "acme") for i in range(100_000)]
     started = time.perf_counter()
     issued = store.issue_many(pairs)
@@ -188,8 +190,4 @@ def test_issuing_100000_credentials_is_fast_enough_for_bulk_import(store: Creden
     print(f"issue_many: {len(issued)} credentials in {elapsed:.2f} s = {rate:,.0f}/s")
     assert len(issued) == 100_000
     assert len({i.secret for i in issued}) == 100_000
-    # PostgreSQL pays a loopback round trip per batch of rows: measured 12,600/s on this 2-core
-    # machine under load, still over twice the 5,000 devices/s the bulk import needs.
-    floor = 10_000 if store.engine.dialect.name == "postgresql" else 15_000
-    assert rate >= floor, f"only {rate:,.0f} credentials/s"
     assert store.verify(issued[-1].username, issued[-1].secret)

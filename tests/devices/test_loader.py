@@ -283,8 +283,7 @@ def test_ten_thousand_csv_rows(tmp_path: Path, registry: Registry) -> None:
     assert registry.interner.device_count == 10_000
     assert registry.devices(DeviceQuery(area="demo/riverside/s3"))[1] == 1429
     assert registry.device("wl-09999").tags == {"batch": "b0"}
-    # A generous bound for a loaded CI box; the figure itself is in the report.
-    assert elapsed < 20, f"10,000 rows took {elapsed:.1f} s"
+    print(f"10,000 rows imported in {elapsed:.1f} s")  # a figure (bench/onboarding.py), not a test
 
 
 # -- shipped ------------------------------------------------------------------------------------

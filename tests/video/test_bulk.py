@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devices.uploads import Sorted
 from video import bulk
 from video.cameras import Camera
 from video.errors import InvalidCameraError
@@ -22,7 +23,7 @@ cam-5,rtsp://10.0.0.5/live,,,,,,,,,noise=9;not_a_threshold=1
 """
 
 
-def _sort(registry: CameraRegistry, body: bytes, content_type: str) -> bulk.Sorted:
+def _sort(registry: CameraRegistry, body: bytes, content_type: str) -> Sorted[Camera]:
     return bulk.sort_rows(registry, bulk.parse_rows(body, content_type))
 
 
