@@ -1,6 +1,6 @@
 """HTTP routes of figures: incidents and response times per area and period, and roll-ups along the area tree.
 
-``GET /api/v1/reports/incidents`` gives, for the incidents opened in a period, counts and the
+``GET /api/v1/statistics/incidents`` gives, for the incidents opened in a period, counts and the
 minutes to register, dispatch, arrive and close, per area at a chosen depth.
 ``GET /api/v1/areas/rollup`` gives the live picture of an area's children: devices, active alerts
 by level, open incidents by state, overdue steps, warnings in force, units by status. Staff only,
@@ -23,7 +23,8 @@ from alerts.response_views import at, ms_of
 from alerts.rollup import Part, rollup
 from devices.access import StaffOnly
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+# Under /statistics: /api/v1/reports is the citizens' reports' (alerts/citizen_reports_api.py).
+router = APIRouter(prefix="/api/v1/statistics", tags=["statistics"])
 rollup_router = APIRouter(prefix="/api/v1/areas", tags=["areas"])
 
 MAX_PERIOD = timedelta(days=400)

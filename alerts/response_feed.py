@@ -1,9 +1,8 @@
 """Incident, unit and warning changes going out: a fan-out to subscribers (the websocket feed, screens).
 
-The situation feed (``hub/feed.py``) carries readings, device status, alerts and cameras; it has no
-hook for other kinds of message yet. This feed is that hook: anything may `ResponseFeed.subscribe`
-and gets every `ResponseEvent` after its commit, as the alert feed (`alerts.notify.AlertFeed`) does
-for alerts. Subscribers run on the thread that made the change and must only queue.
+Anything may `ResponseFeed.subscribe` and gets every `ResponseEvent` after its commit, as the alert
+feed (`alerts.notify.AlertFeed`) does for alerts; the situation feed (``hub/feed_response.py``)
+subscribes and carries the changes to the screens. Subscribers run on the thread that made the change and must only queue.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ class RuleError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere (JSON bodies may carry them: Python's json reads NaN, Infinity and
+    # 1e999): an infinite window or bound means nothing, and one crashed the bucket arithmetic.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Bound(_Model):

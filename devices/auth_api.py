@@ -6,11 +6,13 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from devices.access import AdminOnly, AuthError, Principal, ReadAny, Role
 from devices.api import RegistryDep
 from devices.errors import InvalidDefinitionError, NotFoundError
+from devices.login_limit import LoginLimiter
 from devices.registry import Registry
 from devices.users import IssuedToken, TokenInfo, User, UserStore
 
@@ -43,7 +45,10 @@ class TokenRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     days: float | None = Field(
-        None, gt=0, description="Expires after this many days; never if absent"
+        None,
+        gt=0,
+        le=36_500,  # a century; more overflowed timedelta (a 500)
+        description="Expires after this many days; never if absent",
     )
 
 
@@ -139,6 +144,10 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
     "/auth/login",
     response_model=TokenOut,
     summary="Log in with name and password; returns a session token",
+    responses={
+        401: {"description": "Wrong name or password, or the account is disabled"},
+        429: {"description": "Too many failed logins for this name from this address"},
+    },
     openapi_extra={
         "requestBody": {
             "content": {
@@ -170,7 +179,11 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 async def login(request: Request, users: UsersDep) -> TokenOut:
     """JSON ``{"username", "password"}`` or an OAuth2 password form (what `/docs` "Authorize" sends)."""
     if request.headers.get("content-type", "").startswith("application/json"):
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError as exc:  # not JSON (or not UTF-8): a 422 problem, not a 500
+            error = {"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json_invalid"}
+            raise RequestValidationError([error]) from exc
         if not isinstance(body, dict):
             body = {}
     else:
@@ -179,11 +192,25 @@ async def login(request: Request, users: UsersDep) -> TokenOut:
     if not isinstance(username, str) or not isinstance(password, str):
         msg = "send username and password"
         raise AuthError(msg)
+    # Per name and address: a guesser gets 429s, not tries (devices/login_limit.py).
+    limiter = _login_limiter(request)
+    address = request.client.host if request.client is not None else ""
+    limiter.check(username, address)
     issued = users.login(username, password)
     if issued is None:
+        limiter.failed(username, address)
         msg = "wrong user name or password, or the account is disabled"
         raise AuthError(msg)
+    limiter.succeeded(username, address)
     return TokenOut.of(issued)
+
+
+def _login_limiter(request: Request) -> LoginLimiter:
+    """The app's login limiter, made on first use (in memory: one per process)."""
+    limiter: LoginLimiter | None = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.login_limiter = LoginLimiter()
+    return limiter
 
 
 @router.get("/auth/me", response_model=Me, summary="Who am I")

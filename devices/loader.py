@@ -350,6 +350,7 @@ def shipped_definitions() -> Definitions:
     files: tuple[tuple[str, Kind], ...] = (
         ("vendors.yaml", "vendors"),
         ("profiles.yaml", "profiles"),
+        ("sl651.yaml", "profiles"),  # hydrological stations over TCP: vendors and profiles
     )
     defs = Definitions()
     for name, kind in files:

@@ -482,7 +482,10 @@ class Registry:
         if query.area:
             area = query.area.rstrip("/")
             cond.append(
-                sa.or_(devices_table.c.area == area, devices_table.c.area.startswith(area + "/"))
+                sa.or_(
+                    devices_table.c.area == area,
+                    devices_table.c.area.startswith(area + "/", autoescape=True),
+                )
             )
         where = sa.and_(sa.true(), *cond)
         with self.engine.connect() as conn:

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts import api as alerts_api
-from alerts import rules_api
+from alerts import citizen_reports_api, rules_api
 from alerts.errors import AlertError
 from alerts.notify import AlertFeed, Notifications
 from alerts.rulebook import RuleBook
@@ -28,34 +28,46 @@ from devices import api as devices_api
 from devices import auth_api, manage_api
 from devices.access import AuthError, ForbiddenError, Role, StaffOnly
 from devices.credentials import CredentialStore
+from devices.device_auth import DeviceAuthError
 from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, NotFoundError
 from devices.loader import load_shipped
+from devices.login_limit import TooManyAttemptsError
 from devices.registry import Registry
 from devices.users import UserStore
 from hub import areas_api, feed_api, health_api, metrics_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
 from hub.db import upgrade as upgrade_schema
+from hub.device_flags import flag_events
 from hub.embedded_broker import EmbeddedBroker
 from hub.feed import CameraSource, SituationFeed
+from hub.feed_reports import FeedWithReports
 from hub.influx_sink import InfluxSink
+from hub.limits import BodyLimit
 from hub.live import HubLiveView
 from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
+from hub.reports_wiring import ReportsWiring
 from hub.response_wiring import ROUTERS as RESPONSE_ROUTERS
 from hub.response_wiring import ResponseWiring
 from hub.settings import HubSettings
 from hub.state import LiveState
+from hub.store_alarm import StoreAlarm
 from hub.stores import open_store
 from hub.video_wiring import VideoWiring
 from ingest import api as ingest_api
-from ingest import codecs
+from ingest import codecs, uplink_api
 from ingest.api import BadQueryError
 from ingest.batch import ReadingBatch
 from ingest.consumer import Consumer, StatusChange
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import IngestError
+from ingest.flags import DeviceFlag
+from ingest.http_uplink import HttpUplink
 from ingest.mqtt import MqttOptions
 from ingest.pipeline import IngestPipeline
+from ingest.ratelimit import RateLimits
+from ingest.sl651.server import Sl651Server
+from ingest.spool import Spool
 from ingest.store.influx import InfluxStore
 from video import api as video_api
 
@@ -93,6 +105,20 @@ def _install_problem_handlers(app: FastAPI) -> None:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
+    @app.exception_handler(DeviceAuthError)
+    async def _device_unauthenticated(request: Request, exc: DeviceAuthError) -> JSONResponse:
+        response = _problem(401, "Device not authenticated", str(exc), request)
+        response.headers["WWW-Authenticate"] = 'Basic realm="hub devices"'
+        return response
+
+    @app.exception_handler(TooManyAttemptsError)
+    async def _too_many(request: Request, exc: TooManyAttemptsError) -> JSONResponse:
+        response = _problem(
+            429, "Too many failed logins", str(exc), request, retry_after_s=exc.retry_after_s
+        )
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
     @app.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
         return _problem(403, "Forbidden", str(exc), request)
@@ -117,6 +143,14 @@ def _install_problem_handlers(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
         return _problem(422, "Invalid request", detail, request, errors=errors)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        # A number in the request past what the database stores (an id or offset of 2**70): the
+        # driver refuses to bind it. A request error, not a server one (found by tests/fuzz).
+        logger.info("request %s: number out of range: %s", request.url.path, exc)
+        detail = "a number in the request is too large for the hub to look up or store"
+        return _problem(422, "Invalid request", detail, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -196,14 +230,38 @@ class Components:
                 username=login[0],
                 password=login[1],
                 receive_maximum=mq.receive_maximum,
+                tls_ca=str(mq.tls_ca_file) if mq.tls_ca_file else None,
+                tls_cert=str(mq.tls_certfile) if mq.tls_certfile else None,
+                tls_key=str(mq.tls_keyfile) if mq.tls_keyfile else None,
             ),
             consumer=consumer,
             flush_interval=ing.flush_interval_s,
+            # A store outage goes to the spool (acknowledged, the hub keeps watching) until it is
+            # full; then acknowledgements are held back and the broker keeps the rest.
+            spool=self._spool(),
             # Live state, the situation feed (right after the state its snapshots read: it only
             # queues) and the rule engine see each batch while it is written, not after: an alert
             # or a screen should not wait for the disk.
             on_received=[self._to_state, self._to_feed],
             on_status=[self._status_to_state, self._status_to_feed],
+            # A device flooding far above its profile's rate is cut back and flagged; a clock hours
+            # off is flagged (ingest/ratelimit.py, ingest/skew.py); both become alerts.
+            rate_limits=(
+                RateLimits(ing.rate_limit_factor, ing.rate_limit_window_intervals)
+                if ing.rate_limit_factor > 0
+                else None
+            ),
+            skew_behind_ms=int(ing.skew_behind_s * 1000),
+            on_flags=[self._flags_to_alerts],
+        )
+        # Hydrological stations (SL 651-2014 over TCP): their readings join the pipeline's flushes.
+        self.sl651 = Sl651Server(
+            settings.sl651,
+            self.registry,
+            self.pipeline.submit,
+            site_zone=ing.site_zone,
+            skew_flag_ms=int(ing.skew_flag_s * 1000),
+            max_future_ms=int(ing.max_future_s * 1000),
         )
         # Alert changes fan out to MQTT (hub/alerts/{level}/{id}), webhooks, the people's
         # notifications (grouped, silenced, escalated) and, later, the websocket feed.
@@ -238,6 +296,8 @@ class Components:
         self.pipeline.add_received_handler(
             timed_rules(self.alerting, self.metrics.rule_evaluation.observe)
         )
+        # The store failing, spooling or blocking is an alert like any other (hub/store_alarm.py).
+        self.pipeline.add_store_watcher(StoreAlarm(self.alerting, self.alerts))
         # The websocket situation feed: readings and statuses come through the hooks above.
         self.feed = SituationFeed(settings.feed, self.registry, self.state, self.alerts, cameras)
         feed.subscribe(self.feed.on_alert)
@@ -253,10 +313,26 @@ class Components:
             self.alerting.emit,
             self.video.fleet,
         )
-        if cameras is None:
-            self.feed.use_cameras(self.video.feed_source)
+        self._more_ways_in()
+        self._feed_sources(cameras)
         self.influx_sink = self._observe(settings.store.influx.stats_interval_s, feed)
         self.started = time.time()
+
+    def _more_ways_in(self) -> None:
+        """Issue 11's ways in beside MQTT: HTTP uplinks and citizens' reports."""
+        # Devices that POST instead of publishing: decoded and stored through the same pipeline.
+        self.uplink = HttpUplink(self.pipeline)
+        # Citizens' reports: linked to alerts and each other, correlated with sensors.
+        self.reports = ReportsWiring(
+            self.settings, self.registry, self.alerts, self.alerting.emit, self.response.tree
+        )
+
+    def _feed_sources(self, cameras: CameraSource | None) -> None:
+        """The situation feed's cameras (the video fleet's unless given) and response objects."""
+        if cameras is None:
+            self.feed.use_cameras(self.video.feed_source)
+        # Incidents, units and warnings ride the situation feed too (issue 8, item 6).
+        self.feed.use_response(FeedWithReports(self.response.service, self.reports.feed))
 
     def _observe(self, stats_interval_s: float, feed: AlertFeed) -> InfluxSink | None:
         """Self-metrics for /metrics; with InfluxDB, the same figures and every alert change there."""
@@ -270,6 +346,13 @@ class Components:
         sink = InfluxSink(self.store, self.probe, interval_s=stats_interval_s)
         feed.subscribe(sink.on_alert)
         return sink
+
+    def _spool(self) -> Spool | None:
+        """The store-outage spool (``store.spool`` in data_dir), or None when turned off."""
+        st = self.settings.store
+        if st.spool is None:
+            return None
+        return Spool(self.settings.data_dir / st.spool, int(st.spool_max_mb * 1024 * 1024))
 
     def _vendor_of(self, device_id: str) -> str | None:
         entry = self.registry.interner.devices.get(device_id)
@@ -301,6 +384,9 @@ class Components:
     async def _to_feed(self, batch: ReadingBatch) -> None:
         await self.feed.on_batch(batch)
 
+    async def _flags_to_alerts(self, flags: Sequence[DeviceFlag]) -> None:
+        self.alerting.emit(flag_events(flags, self.registry))
+
     async def _status_to_feed(self, statuses: Sequence[StatusChange]) -> None:
         await self.feed.on_status(statuses)
 
@@ -328,6 +414,18 @@ class Components:
             except Exception:
                 logger.exception("registry refresh failed")
 
+    async def write_rate_letters(self) -> None:
+        """The rate limiter's owed dead letters, every few seconds even when no batch comes."""
+        limiter = self.pipeline.limiter
+        if limiter is None:
+            return
+        while True:
+            await asyncio.sleep(limiter.limits.letter_every_ms / 2000)
+            letters = limiter.letters_due(time.time_ns() // 1_000_000)  # on the loop, as apply
+            if letters:
+                self.pipeline.consumer.counters.dead_letters += len(letters)
+                await asyncio.to_thread(self.dead_letters.write, letters)
+
     async def keep_broker_auth(self) -> None:
         """Regenerate the broker's accounts within a second of a credential or registry change."""
         if self.broker_auth is None:
@@ -341,7 +439,10 @@ class Components:
 
     def close(self) -> None:
         """Close stores and stop the embedded broker."""
+        if self.pipeline.limiter is not None:  # what the limiter cut since its last letters
+            self.dead_letters.write(self.pipeline.limiter.letters(time.time_ns() // 1_000_000))
         self.video.close()
+        self.reports.close()
         self.response.close()
         self.alerting.close()
         self.rule_book.dispose()
@@ -386,19 +487,25 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         app.state.codec_check = _check_codec
         app.state.consumer = components.pipeline.consumer  # the decode preview's sandbox
         app.state.metrics = components.metrics
+        app.state.uplink = components.uplink
         components.video.install(app)
         components.response.install(app)
+        components.reports.install(app)
         tasks = [
             asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
             asyncio.create_task(components.retention(), name="store.retention"),
             asyncio.create_task(components.watch_registry(), name="registry.watch"),
             asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
+            asyncio.create_task(components.write_rate_letters(), name="ingest.rate_letters"),
             asyncio.create_task(components.notifications.run(), name="alerts.notify"),
             asyncio.create_task(components.alerting.run(), name="alerts.engine"),
             asyncio.create_task(components.feed.run(), name="feed.situation"),
             asyncio.create_task(components.video.run(), name="video.patrol"),
             asyncio.create_task(components.response.run(), name="response.tick"),
+            asyncio.create_task(components.reports.run(), name="reports.tick"),
         ]
+        if settings.sl651.enabled:
+            tasks.append(asyncio.create_task(components.sl651.run(), name="ingest.sl651"))
         if components.influx_sink is not None:
             tasks.append(asyncio.create_task(components.influx_sink.run(), name="influx.sink"))
         try:
@@ -418,10 +525,13 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         lifespan=lifespan,
     )
     _install_problem_handlers(app)
+    # Outermost: a body over its limit, or JSON nested past any real document, is refused unread.
+    app.add_middleware(BodyLimit)
     app.include_router(auth_api.router)
     app.include_router(devices_api.router)
     app.include_router(manage_api.router)
     app.include_router(ingest_api.router)
+    app.include_router(uplink_api.router)
     app.include_router(health_api.router)
     app.include_router(areas_api.router)
     app.include_router(screen_api.router)
@@ -431,6 +541,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
     app.include_router(feed_api.router)
     app.include_router(video_api.router)
     app.include_router(metrics_api.router)
+    app.include_router(citizen_reports_api.router)
     for response_router in RESPONSE_ROUTERS:
         app.include_router(response_router)
 
@@ -456,14 +567,29 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             "readings_stored": p.stats.stored,
             "duplicates_skipped": p.stats.duplicates,
             "dead_letters": counters.dead_letters,
+            "rate_limited": p.stats.rate_limited,
+            "clock_skewed": p.stats.clock_skewed,
+            "rejected_messages": counters.rejected_messages,
+            # Both stay 0 unless the hub has a bug: a codec raised something other than its
+            # rejection, or a live handler (state, feed, rules) failed on a batch.
+            "codec_bugs": counters.codec_bugs,
+            "handler_errors": p.stats.handler_errors,
             "in_flight": p.consumer.pending,
             "store_errors": p.stats.store_errors,
+            "store_failing": bool(p.store_health and p.store_health.failing),
+            "store_blocked": bool(p.store_health and p.store_health.blocked),
+            "spooled": p.stats.spooled,
+            "spool_readings": p.spool.readings if p.spool is not None else 0,
             "last_write_ms": round(p.stats.last_write_ms, 2),
             "alerts": {
                 "rules": len(c.alerting.engine.rules),
                 "rule_failures": sum(c.alerting.engine.failures.values()),
                 **asdict(c.alerting.stats),
             },
+            # Hydrological stations over TCP (ingest/sl651): frames, confirmations, rejects.
+            "sl651": {"enabled": settings.sl651.enabled, **asdict(c.sl651.counters)},
+            # Devices that POST (POST /api/v1/uplink/...): requests, readings, refusals, timeouts.
+            "http_uplink": asdict(c.uplink.counters),
         }
 
     static = resources.files("hub") / "static"

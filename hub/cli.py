@@ -88,12 +88,18 @@ def _logging(verbose: bool) -> None:
 def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] = ()) -> None:
     from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
 
+    import os, sys
+    if os.environ.get("HUB_SWITCH_MS"):
+        sys.setswitchinterval(float(os.environ["HUB_SWITCH_MS"]) / 1000)
     uvicorn.run(
         create_app(settings, before_shutdown=before_shutdown),
         host=settings.http.host,
         port=settings.http.port,
         log_level="warning",
         ws="websockets-sansio",
+        # HTTPS and WSS when a certificate is configured (README: TLS).
+        ssl_certfile=settings.http.tls_certfile,
+        ssl_keyfile=settings.http.tls_keyfile,
         # Feed frames are encoded once and shared by every screen; per-connection compression
         # would redo that work per screen (zlib on megabytes a second per screen).
         ws_per_message_deflate=False,
@@ -105,7 +111,8 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> No
     """Run the hub with settings from HUB_* variables or the TOML file named by HUB_CONFIG."""
     _logging(verbose)
     settings = HubSettings()
-    console.print(f"hub: http://{settings.http.host}:{settings.http.port}  (API docs at /docs)")
+    scheme = "https" if settings.http.tls_certfile else "http"
+    console.print(f"hub: {scheme}://{settings.http.host}:{settings.http.port}  (API docs at /docs)")
     try:
         _serve(settings)
     except HubError as exc:

@@ -2,7 +2,8 @@
 
 Data comes in from the pipeline (``on_batch``, ``on_status``, awaited by it and returning at once),
 from the alert feed (``on_alert``, any thread) and from the camera source (``on_camera``, any
-thread): each only appends to a pending list. One task, `SituationFeed.run`, turns what is pending
+thread): each only appends to a pending list. Incidents, units and warnings come from the response
+service through `hub.feed_response.FeedResponse` (``use_response``), read in a worker thread. One task, `SituationFeed.run`, turns what is pending
 into frames at most every ``interval_ms`` (sooner when the stream was quiet): readings coalesced to
 the latest per series, then, for each filter group (a `Stream`), one mask over the device column,
 one encoding, and a reference to the shared text queued for each of its screens (`FeedClient`).
@@ -32,6 +33,7 @@ from devices.registry import Registry
 from hub.feed_clients import FeedClient, Frame
 from hub.feed_devices import FeedDevices
 from hub.feed_frames import DeltaFrame, Filter, Readings, SnapshotFrame
+from hub.feed_response import Changes, FeedResponse
 from hub.feed_snapshot import Capture, capture, render
 from hub.feed_sources import ActiveAlerts, CameraSource, NoCameras
 from hub.feed_streams import Stream, Tick
@@ -101,6 +103,7 @@ class SituationFeed:
         self._state = state
         self._alerts = alerts
         self._cameras = cameras or NoCameras()
+        self._response: FeedResponse | None = None
         self._clock = clock
         self._lock = threading.Lock()  # alert and camera changes arrive on other threads
         self._pending = _Pending()
@@ -114,6 +117,10 @@ class SituationFeed:
     def use_cameras(self, cameras: CameraSource) -> None:
         """Take cameras from ``cameras`` (before `run`; the video package's source, once wired)."""
         self._cameras = cameras
+
+    def use_response(self, response: FeedResponse) -> None:
+        """Carry incidents, units and warnings from ``response`` (before `run`)."""
+        self._response = response
 
     # -- intake: never waits, never raises into the caller -------------------------------------
 
@@ -169,6 +176,8 @@ class SituationFeed:
         self._loop = asyncio.get_running_loop()
         self._devices = await asyncio.to_thread(FeedDevices.from_registry, self._registry)
         unsubscribe = self._cameras.subscribe(self.on_camera)
+        response = self._response
+        unfollow = response.attach(self._wake_threadsafe) if response is not None else None
         interval = self.settings.interval_ms / 1000
         last = 0.0
         try:
@@ -182,7 +191,11 @@ class SituationFeed:
                 if self._registry.version != self.devices.version:
                     await self._reload_devices()
                 try:
-                    self._tick()
+                    changes = None
+                    if response is not None and response.pending:
+                        streams = list(self._streams)  # prepare reads dispatches and the tree
+                        changes = await asyncio.to_thread(response.prepare, streams)
+                    self._tick(changes)
                 except Exception:
                     self.stats.errors += 1
                     logger.exception("the situation feed failed to make a frame")
@@ -190,6 +203,8 @@ class SituationFeed:
                 self._drop_idle_streams(last)
         finally:
             unsubscribe()
+            if unfollow is not None:
+                unfollow()
 
     @property
     def devices(self) -> FeedDevices:
@@ -215,10 +230,10 @@ class SituationFeed:
             pending, self._pending = self._pending, _Pending()
         return pending
 
-    def _tick(self) -> None:
+    def _tick(self, response: Changes | None = None) -> None:
         """Turn what is pending into one frame per stream that has something to show."""
         pending = self._take()
-        if not pending or not self._streams:
+        if not (pending or response) or not self._streams:
             return
         started = time.perf_counter()
         devices = self.devices
@@ -240,6 +255,7 @@ class SituationFeed:
             alerts=[(c.alert, _label(c.entry.from_level), change_body(c)) for c in pending.alerts],
             cameras=pending.cameras,
             now_ms=int(self._clock() * 1000),
+            response=response,
         )
         for stream in self._streams.values():
             frame = stream.delta(tick)
@@ -359,7 +375,8 @@ class SituationFeed:
 
     def _render(self, cap: Capture) -> str:
         """The text of a captured snapshot (in a worker thread: the store and source are read here)."""
-        return render(cap, self._alerts.active_alerts(), self._cameras.cameras())
+        parts = self._response.snapshot(cap.filt) if self._response is not None else None
+        return render(cap, self._alerts.active_alerts(), self._cameras.cameras(), parts)
 
     def _drop_idle_streams(self, now: float) -> None:
         # Past MAX_STREAMS (screens trying many filters), idle streams go at once: each costs

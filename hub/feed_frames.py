@@ -10,7 +10,7 @@ behind gets its queued frames merged (latest per series) instead of all of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from alerts.lifecycle import Alert
 from devices.access import Principal, Role
 from hub.feed_devices import FeedDevices, Scope, area_within
+from hub.feed_response import STAFF_VIEWER, Viewer
 
 LEVELS = ("info", "blue", "yellow", "orange", "red")
 CAMERA_TYPE = "camera"
@@ -51,14 +52,18 @@ class Filter:
 
     scope: Scope
     levels: frozenset[str] | None = None
+    viewer: Viewer = STAFF_VIEWER  # what the account may see of incidents and units
 
     @classmethod
     def parse(cls, wire: FilterWire | None, principal: Principal) -> Filter:
-        """The filter of ``wire`` as ``principal`` may have it (a vendor sees only its own devices).
+        """The filter of ``wire`` as ``principal`` may have it.
+
+        A vendor sees only its own devices; an area-bound account only its area (and below).
 
         Raises:
             FilterError: 4400 for unknown level names or an empty area, 4403 for another vendor's
-                devices asked for by a vendor's account.
+                devices asked for by a vendor's account, or an area outside an area-bound
+                account's.
         """
         wire = wire or FilterWire()
         vendor = wire.vendor
@@ -75,8 +80,15 @@ class Filter:
         area = wire.area.strip("/") if wire.area is not None else None
         if area == "":
             area = None
+        if principal.area is not None:
+            # An area-bound account (a town's officer) sees its area, as the REST API lets it:
+            # asking for more gets its area, asking for a part of it gets that part.
+            if area is None or area_within(principal.area, area):
+                area = principal.area
+            elif not area_within(area, principal.area):
+                raise FilterError(4403, f"this account sees only area {principal.area}")
         types = frozenset(wire.types) if wire.types is not None else None
-        return cls(Scope(vendor=vendor, area=area, types=types), levels)
+        return cls(Scope(vendor=vendor, area=area, types=types), levels, Viewer.of(principal))
 
     def wants_alert(
         self, alert: Alert, devices: FeedDevices, from_level: str | None = None
@@ -205,6 +217,11 @@ class DeltaWire(msgspec.Struct, tag="delta", tag_field="type", omit_defaults=Tru
     alerts: list[dict[str, Any]]
     status: list[dict[str, Any]]
     cameras: list[dict[str, Any]]
+    # Response changes (hub/feed_response.py): present only in frames that carry some.
+    incidents: list[dict[str, Any]] | None = None
+    units: list[dict[str, Any]] | None = None
+    warnings: list[dict[str, Any]] | None = None
+    reports: list[dict[str, Any]] | None = None  # citizens' reports (hub/feed_reports.py)
 
 
 _encoder = msgspec.json.Encoder()
@@ -222,6 +239,7 @@ class DeltaFrame:
     status: list[dict[str, Any]]
     cameras: list[dict[str, Any]]
     text: str
+    response: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -235,8 +253,13 @@ class DeltaFrame:
         cameras: list[dict[str, Any]],
         devices: FeedDevices,
         first_seq: int | None = None,
+        response: dict[str, list[dict[str, Any]]] | None = None,
     ) -> DeltaFrame:
-        """Encode once; ``first_seq`` marks a frame standing for seqs first_seq..seq."""
+        """Encode once; ``first_seq`` marks a frame standing for seqs first_seq..seq.
+
+        ``response``: incident, unit and warning changes by frame key (`hub.feed_response`).
+        """
+        response = response or {}
         wire = DeltaWire(
             seq=seq,
             ts=ts,
@@ -245,9 +268,13 @@ class DeltaFrame:
             status=status,
             cameras=cameras,
             first_seq=first_seq if first_seq is not None and first_seq != seq else None,
+            incidents=response.get("incidents"),
+            units=response.get("units"),
+            warnings=response.get("warnings"),
+            reports=response.get("reports"),
         )
         text = _encoder.encode(wire).decode()
-        return cls(seq, first_seq or seq, ts, readings, alerts, status, cameras, text)
+        return cls(seq, first_seq or seq, ts, readings, alerts, status, cameras, text, response)
 
     @classmethod
     def merge(cls, frames: Sequence[DeltaFrame], devices: FeedDevices) -> DeltaFrame:
@@ -263,7 +290,17 @@ class DeltaFrame:
             status=[s for f in frames for s in f.status],
             cameras=[c for f in frames for c in f.cameras],
             devices=devices,
+            response=_merged_response(frames),
         )
+
+
+def _merged_response(frames: Sequence[DeltaFrame]) -> dict[str, list[dict[str, Any]]]:
+    """The frames' response changes in order, by key (never coalesced, as alert changes)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in frames:
+        for key, entries in f.response.items():
+            out.setdefault(key, []).extend(entries)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

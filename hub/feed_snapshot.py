@@ -163,8 +163,17 @@ def capture(
     return Capture(seq, now_ms, filt, devices, index, values, times, last_seen, online, never)
 
 
-def render(cap: Capture, active_alerts: Sequence[Alert], cameras: Sequence[dict[str, Any]]) -> str:
-    """The snapshot text: what a screen needs to draw everything its stream may show."""
+def render(
+    cap: Capture,
+    active_alerts: Sequence[Alert],
+    cameras: Sequence[dict[str, Any]],
+    response: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
+    """The snapshot text: what a screen needs to draw everything its stream may show.
+
+    ``response``: the open incidents, units and warnings in force the stream shows
+    (`hub.feed_response.FeedResponse.snapshot`), added under their keys.
+    """
     filt = cap.filt
     alerts = [a for a in active_alerts if filt.wants_alert(a, cap.devices)]
     # The source's dicts as they are: `hub.feed.CameraSource` promises the protocol's fields.
@@ -177,6 +186,7 @@ def render(cap: Capture, active_alerts: Sequence[Alert], cameras: Sequence[dict[
         "alerts": [alert_body(a) for a in alerts],
         "cameras": _chunked(shown),
         "counts": counts(cap.devices, cap.index, cap.online, alerts),
+        **(response or {}),
     }
     return _encoder.encode(body).decode()
 

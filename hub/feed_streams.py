@@ -19,6 +19,7 @@ from alerts.lifecycle import Alert
 from hub.feed_clients import FeedClient
 from hub.feed_devices import FeedDevices
 from hub.feed_frames import DeltaFrame, Filter, Readings, SnapshotFrame, select
+from hub.feed_response import Changes
 
 CAMERA_CHANGE_FIELDS = ("id", "status", "findings")
 
@@ -35,6 +36,7 @@ class Tick:
         alerts: each alert change: the alert, its level before, and its wire body.
         cameras: camera changes as the source gave them.
         now_ms: the frames' time.
+        response: incident, unit and warning changes (None: none this tick).
     """
 
     devices: FeedDevices
@@ -44,6 +46,7 @@ class Tick:
     alerts: list[tuple[Alert, str | None, dict[str, Any]]]
     cameras: list[dict[str, Any]]
     now_ms: int
+    response: Changes | None = None
 
 
 class Stream:
@@ -85,7 +88,8 @@ class Stream:
             for cam in tick.cameras
             if filt.wants_camera(cam)
         ]
-        if not (len(readings) or status or alerts or cameras):
+        response = tick.response.shown(filt) if tick.response is not None else {}
+        if not (len(readings) or status or alerts or cameras or response):
             return None
         return DeltaFrame.build(
             seq=self.seq + 1,
@@ -95,6 +99,7 @@ class Stream:
             status=status,
             cameras=cameras,
             devices=devices,
+            response=response,
         )
 
     def describe(self) -> dict[str, Any]:

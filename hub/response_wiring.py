@@ -6,8 +6,8 @@ near an incident (from the video package's fleet), device positions (from the re
 ordered path into the alert store (the rule engine's ``emit``), and the hub's clock task.
 
 Its changes are published on ``service.feed`` (`alerts.response_feed.ResponseFeed`); the situation
-feed (``hub/feed.py``) has no way to carry other kinds of message yet, so nothing subscribes here:
-the situation screen's work (issue 8, item 6) subscribes to that feed.
+feed subscribes to it (``hub/feed_response.py``) and carries incidents, units and warnings to the
+screens.
 """
 
 from __future__ import annotations

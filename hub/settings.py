@@ -14,9 +14,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alerts.citizen_settings import CitizenReportSettings
 from alerts.notify import NotifySettings
 from alerts.response_settings import ResponseSettings
 from alerts.store import AlertPolicy
+from ingest.sl651.settings import Sl651Settings
 from ingest.store.influxconf import InfluxSettings
 from video.settings import VideoSettings
 
@@ -38,6 +40,13 @@ class MqttSettings(_Section):
         "is named like client_id, with a password generated into data_dir/mqtt-accounts.json",
     )
     password: SecretStr | None = Field(None, title="Password for the hub's own connection")
+    tls_ca_file: Path | None = Field(
+        None,
+        title="CA certificate to verify the broker with; set, the hub connects over TLS",
+        description="PEM; the broker's certificate must name host (README: TLS)",
+    )
+    tls_certfile: Path | None = Field(None, title="Client certificate (PEM) for mutual TLS")
+    tls_keyfile: Path | None = Field(None, title="Client certificate's private key (PEM)")
     receive_maximum: int = Field(
         10_000,
         ge=1,
@@ -97,6 +106,19 @@ class StoreSettings(_Section):
     )
     path: str = Field("readings.duckdb", title="Store file, relative to data_dir")
     retention_days: float = Field(400, gt=0, title="Days of readings kept")
+    spool: str | None = Field(
+        "spool",
+        title="Store-outage spool directory, relative to data_dir",
+        description="readings the store refuses wait here (acknowledged) and are written after it "
+        "recovers (ingest/spool.py); put it on another disk than the store; null: no spool, "
+        "a store outage holds acknowledgements back at once",
+    )
+    spool_max_mb: float = Field(
+        512,
+        gt=0,
+        title="Spool size limit (MB)",
+        description="when full, the hub stops acknowledging and the broker keeps the messages",
+    )
     influx: InfluxSettings = Field(
         default_factory=InfluxSettings, title="InfluxDB (backend influx)"
     )
@@ -109,6 +131,22 @@ class IngestSettings(_Section):
     max_payload_bytes: int = Field(256 * 1024, gt=0, title="Largest accepted payload")
     skew_flag_s: float = Field(300, gt=0, title="Readings this far ahead are flagged CLOCK_SKEW")
     max_future_s: float = Field(86_400, gt=0, title="Readings this far ahead are rejected")
+    skew_behind_s: float = Field(
+        3600,
+        gt=0,
+        title="A device whose newest reading lags this far, steadily, is flagged CLOCK_SKEW",
+        description="a backlog (lag shrinking message to message) is not flagged (ingest/skew.py)",
+    )
+    rate_limit_factor: float = Field(
+        0,
+        ge=0,
+        title="Rate limit: multiple of a profile's expected report rate a device may send (0: off)",
+        description="10 is a good production value; simulators that compress time (hub demo, "
+        "bench loads) report far above their profiles' rates and need 0 (ingest/ratelimit.py)",
+    )
+    rate_limit_window_intervals: float = Field(
+        10, gt=0, title="Rate limit window, in expected report intervals of the device's profile"
+    )
     flush_interval_s: float = Field(
         0.01,
         gt=0,
@@ -142,6 +180,12 @@ class HttpSettings(_Section):
 
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8000, ge=1, le=65535, title="Listen port")
+    tls_certfile: Path | None = Field(
+        None,
+        title="Certificate chain (PEM); set, `hub run` serves HTTPS and WSS only",
+        description="or terminate TLS at a reverse proxy and keep the hub on loopback",
+    )
+    tls_keyfile: Path | None = Field(None, title="The certificate's private key (PEM)")
     tile_url: str | None = Field(
         None,
         title="Base-map tiles for the command screen",
@@ -201,6 +245,8 @@ class HubSettings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
     response: ResponseSettings = Field(default_factory=ResponseSettings)
+    reports: CitizenReportSettings = Field(default_factory=CitizenReportSettings)
+    sl651: Sl651Settings = Field(default_factory=Sl651Settings)
 
     @classmethod
     def settings_customise_sources(

@@ -203,6 +203,9 @@ class MqttOptions:
     receive_maximum: int = 10_000
     session_expiry_s: int = 7 * 24 * 3600  # queued messages survive a week of hub downtime
     clean_start: bool = False
+    tls_ca: str | None = None  # set: TLS, verifying the broker against this CA file
+    tls_cert: str | None = None  # client certificate for mutual TLS
+    tls_key: str | None = None
 
 
 class MqttTransport:
@@ -224,11 +227,17 @@ class MqttTransport:
         self._client = _HubClient(options.client_id, on_message)
         if options.username is not None:
             self._client.username_pw_set(options.username, options.password)
+        if options.tls_ca is not None:
+            self._client.tls_set(
+                ca_certs=options.tls_ca, certfile=options.tls_cert, keyfile=options.tls_key
+            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        # At most 2 s between attempts: after a long broker outage paho's backoff would otherwise
+        # sit at its ceiling, and the hub must be back within 5 s of the broker (fault suite).
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
 
     def start(self) -> None:
         """Connect (retrying in the background if the broker is not up yet) and start the network thread."""

@@ -15,14 +15,41 @@ from ingest.batch import ReadingBatch
 from ingest.consumer import Consumer, StatusChange, Taken
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import StoreError
+from ingest.flags import DeviceFlag, FlagHandler
 from ingest.mqtt import MqttOptions, MqttTransport
 from ingest.normalise import RangeTable, flag_out_of_range
+from ingest.ratelimit import RateLimiter, RateLimits
+from ingest.skew import SkewWatch
+from ingest.spool import Spool, SpoolError
 from ingest.store import Store
 
 logger = logging.getLogger(__name__)
 
 BatchHandler = Callable[[ReadingBatch], Awaitable[None]]
 StatusHandler = Callable[[Sequence[StatusChange]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """How the time-series store is doing, as the pipeline sees it (handed to store watchers).
+
+    Attributes:
+        failing: the last write (or replay) failed.
+        blocked: neither the store nor the spool takes readings: the pipeline holds back its
+            acknowledgements (back-pressure) and the broker keeps the messages; the hub is blind
+            to new readings until the store or the spool takes them again.
+        spooled: readings waiting in the spool.
+        error: the last failure, for people ('' when none).
+    """
+
+    failing: bool
+    blocked: bool
+    spooled: int
+    error: str = ""
+
+
+StoreWatcher = Callable[[StoreHealth], None]
+"""Called (on a worker thread) whenever `StoreHealth.failing` or `StoreHealth.blocked` changes."""
 
 
 @dataclass(slots=True)
@@ -33,9 +60,13 @@ class PipelineStats:
     stored: int = 0
     duplicates: int = 0
     store_errors: int = 0
+    spooled: int = 0  # readings the store refused that went to the spool (and were acknowledged)
+    blocked_waits: int = 0  # times neither the store nor the spool took a batch (back-pressure)
     handler_errors: int = 0
     last_flush_ms: float = 0.0
     last_write_ms: float = 0.0
+    rate_limited: int = 0  # readings rejected by the per-device rate limit (ingest.ratelimit)
+    clock_skewed: int = 0  # readings kept flagged CLOCK_SKEW (ingest.skew)
 
 
 class IngestPipeline:
@@ -48,6 +79,11 @@ class IngestPipeline:
     the ``on_batch`` handlers (what must see only durable readings). A slow store or handler delays
     acknowledgements, and the broker's Receive Maximum then stops delivery: back-pressure, never a
     silent drop.
+
+    With a ``spool`` (`ingest.spool`), a batch the store refuses is made durable there instead and
+    acknowledged, so the hub keeps receiving, and rules keep firing, through a store outage; a replay
+    task writes the spool to the store once it answers again. Only when the spool is full or its disk
+    fails does the pipeline fall back to holding acknowledgements. Store watchers hear every change.
     """
 
     def __init__(
@@ -63,8 +99,16 @@ class IngestPipeline:
         on_received: Sequence[BatchHandler] = (),
         on_status: Sequence[StatusHandler] = (),
         subscriptions: Sequence[str] = topics.SUBSCRIPTIONS,
+        spool: Spool | None = None,
+        rate_limits: RateLimits | None = None,
+        skew_behind_ms: int = 3600_000,
+        on_flags: Sequence[FlagHandler] = (),
     ) -> None:
-        """Wire the stages; nothing runs until `run`."""
+        """Wire the stages; nothing runs until `run`.
+
+        ``rate_limits`` None leaves devices unlimited (`ingest.ratelimit`); ``on_flags`` hears of
+        devices flagged for flooding or a wrong clock (`ingest.flags`, `ingest.skew`).
+        """
         self.registry = registry
         self.store = store
         self.dead_letters = dead_letters
@@ -76,19 +120,52 @@ class IngestPipeline:
         self._on_status = list(on_status)
         self._ranges = RangeTable.from_registry(registry)
         self.stats = PipelineStats()
+        self.limiter = RateLimiter(registry, rate_limits) if rate_limits is not None else None
+        self.skew = SkewWatch(registry.interner, behind_ms=skew_behind_ms)
+        self._on_flags = list(on_flags)
+        self.spool = spool
+        self._store_watchers: list[StoreWatcher] = []
+        self._health: StoreHealth | None = None  # None: no write yet
+        # While the store is known to fail, new batches go straight to the spool: only the replay
+        # task probes the store, so a flush never waits on a dead store's timeouts.
+        self._store_down = False
+        # Readings decoded off the MQTT path (HTTP uplinks), each with the future its sender awaits.
+        self._submitted: list[tuple[Taken, asyncio.Future[None]]] = []
 
     def add_batch_handler(self, handler: BatchHandler) -> None:
         """Also hand every stored batch to ``handler`` (after those given at construction)."""
         self._on_batch.append(handler)
 
+    def add_store_watcher(self, watcher: StoreWatcher) -> None:
+        """Tell ``watcher`` whenever the store starts or stops failing, or back-pressure starts or ends."""
+        self._store_watchers.append(watcher)
+
+    @property
+    def store_health(self) -> StoreHealth | None:
+        """The store's health as of the last write or replay (None before the first)."""
+        return self._health
+
     def add_received_handler(self, handler: BatchHandler) -> None:
         """Also hand every batch to ``handler`` while it is being stored (see the class)."""
         self._on_received.append(handler)
+
+    def submit(self, taken: Taken) -> asyncio.Future[None]:
+        """Send readings decoded elsewhere (an HTTP uplink) down the MQTT messages' own path.
+
+        They join the next flush: range flags, the ``on_received`` handlers, the store with its
+        (device, metric, ts) key, dead letters, then the ``on_batch`` handlers. The future resolves
+        once they and their dead letters are durable, which is when an HTTP sender may be answered
+        (the HTTP counterpart of the MQTT acknowledgement). Call it on the pipeline's event loop.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submitted.append((taken, done))
+        return done
 
     async def run(self) -> None:
         """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
         self.transport.start()
         flushing: asyncio.Task[int] | None = None
+        replaying = asyncio.create_task(self._replay(), name="ingest.spool.replay")
         try:
             next_flush = time.monotonic()
             while True:
@@ -101,6 +178,9 @@ class IngestPipeline:
                 flushing = asyncio.ensure_future(self.flush())
                 await asyncio.shield(flushing)
         finally:
+            replaying.cancel()
+            with contextlib.suppress(BaseException):
+                await replaying
             with contextlib.suppress(Exception):
                 if flushing is not None and not flushing.done():
                     await flushing
@@ -109,13 +189,17 @@ class IngestPipeline:
 
     async def flush(self) -> int:
         """Store and acknowledge everything decoded so far; returns how many readings were new."""
-        if self.consumer.pending == 0:
+        if self.consumer.pending == 0 and not self._submitted:
             return 0
         taken = self.consumer.take()
+        submitted, self._submitted = self._submitted, []
+        if submitted:
+            taken = _merge(taken, [t for t, _ in submitted])
         started = time.perf_counter()
         if self._ranges.version != self.registry.version:
             self._ranges = RangeTable.from_registry(self.registry)
         taken.batch = flag_out_of_range(taken.batch, self._ranges)
+        flags = self._limit_and_watch(taken)
         persisting = asyncio.ensure_future(asyncio.to_thread(self._persist, taken))
         try:
             if len(taken.batch):
@@ -126,8 +210,13 @@ class IngestPipeline:
                         self.stats.handler_errors += 1
                         logger.exception("handler %r failed on a batch", received)
         finally:
-            new = await persisting
+            try:
+                new = await persisting
+            except BaseException as exc:
+                _settle(submitted, exc)
+                raise
         self.transport.ack_many(taken.acks)
+        _settle(submitted)
         self.stats.flushes += 1
         self.stats.last_flush_ms = (time.perf_counter() - started) * 1000
         if len(taken.batch):
@@ -136,28 +225,159 @@ class IngestPipeline:
         if taken.statuses:
             for status_handler in self._on_status:
                 await status_handler(taken.statuses)
+        await self._tell_flags(flags)
         return new
 
+    async def _tell_flags(self, flags: list[DeviceFlag]) -> None:
+        if flags:
+            for handler in self._on_flags:
+                await handler(flags)
+
+    def _limit_and_watch(self, taken: Taken) -> list[DeviceFlag]:
+        """Cut floods back to the rate limit and flag wrong clocks, in place; returns flag changes."""
+        now_ms = time.time_ns() // 1_000_000
+        flags: list[DeviceFlag] = []
+        if self.limiter is not None:
+            limited = self.limiter.apply(taken.batch, now_ms)
+            taken.batch = limited.batch
+            taken.rejections.extend(limited.rejections)
+            self.consumer.counters.dead_letters += len(limited.rejections)
+            self.stats.rate_limited += limited.rejected
+            flags.extend(limited.flags)
+        watched = self.skew.apply(taken.batch, now_ms)
+        taken.batch = watched.batch
+        self.stats.clock_skewed += watched.skewed
+        flags.extend(watched.flags)
+        return flags
+
     def _persist(self, taken: Taken) -> int:
-        """Write readings and dead letters, retrying the store until it takes them (worker thread)."""
+        """Write readings (to the store, else the spool) and dead letters (worker thread)."""
         batch = taken.batch
-        new = 0
-        if len(batch):
-            delay = 0.1
-            while True:
+        new = self._write(batch) if len(batch) else 0
+        self.dead_letters.write(taken.rejections)
+        return new
+
+    def _write(self, batch: ReadingBatch) -> int:
+        """Store ``batch``, or spool it; until one of them takes it, wait and retry (back-pressure)."""
+        delay = 0.1
+        blocked = False  # stays set until the store or the spool takes the batch: no flapping alert
+        store_error = self._health.error if self._health is not None else ""
+        while True:
+            if not self._store_down or self.spool is None or blocked:
                 try:
                     t0 = time.perf_counter()
                     new = self.store.write(batch)
-                    self.stats.last_write_ms = (time.perf_counter() - t0) * 1000
-                    break
-                except StoreError:
-                    # Not acknowledged yet, so nothing is lost while we wait: the broker keeps
-                    # the messages and stops sending once Receive Maximum is reached.
+                except StoreError as exc:
                     self.stats.store_errors += 1
-                    logger.exception("store write failed; retrying in %.1f s", delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            self.stats.stored += new
-            self.stats.duplicates += len(batch) - new
-        self.dead_letters.write(taken.rejections)
-        return new
+                    self._store_down = True
+                    store_error = str(exc)
+                    self._report(failing=True, blocked=blocked, error=store_error)
+                else:
+                    self.stats.last_write_ms = (time.perf_counter() - t0) * 1000
+                    self.stats.stored += new
+                    self.stats.duplicates += len(batch) - new
+                    self._store_down = False
+                    self._report(failing=False, blocked=False)
+                    return new
+            spool_error = "no spool configured"
+            if self.spool is not None:
+                try:
+                    self.spool.append(batch)
+                except SpoolError as exc:
+                    spool_error = str(exc)
+                else:
+                    self.stats.spooled += len(batch)
+                    self._report(failing=True, blocked=False)
+                    return 0
+            # Not acknowledged, so nothing is lost while we wait: the broker keeps the messages
+            # and stops sending once Receive Maximum is reached.
+            blocked = True
+            self.stats.blocked_waits += 1
+            self._report(failing=True, blocked=True, error=f"{store_error}; {spool_error}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _replay(self) -> None:
+        """Write what the spool holds to the store, oldest first, whenever the store takes it."""
+        if self.spool is None:
+            return
+        delay = 0.2
+        while True:
+            if len(self.spool) == 0:
+                await asyncio.sleep(0.2)
+                continue
+            if await asyncio.to_thread(self._replay_one):
+                delay = 0.2
+                await asyncio.sleep(0)  # let the flushes in between segments
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _replay_one(self) -> bool:
+        """Write the spool's oldest batch to the store; False if the store refused it (worker thread)."""
+        spool = self.spool
+        oldest = spool.oldest() if spool is not None else None
+        if spool is None or oldest is None:
+            return True
+        path, batch = oldest
+        try:
+            new = self.store.write(batch)
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            self._store_down = True
+            blocked = self._health is not None and self._health.blocked
+            self._report(failing=True, blocked=blocked, error=str(exc))
+            return False
+        spool.remove(path)
+        self.stats.stored += new
+        self.stats.duplicates += len(batch) - new
+        self._store_down = False
+        self._report(failing=False, blocked=False)
+        return True
+
+    def _report(self, *, failing: bool, blocked: bool, error: str = "") -> None:
+        """Keep the store's health; log and tell the watchers when it changes (not on every retry)."""
+        before = self._health
+        if not error and failing and before is not None:
+            error = before.error
+        spooled = self.spool.readings if self.spool is not None else 0
+        self._health = StoreHealth(failing, blocked, spooled, error)
+        if before is not None and (before.failing, before.blocked) == (failing, blocked):
+            return
+        if blocked:
+            logger.error("store and spool refuse readings; holding acknowledgements: %s", error)
+        elif failing:
+            logger.warning("store write failed; spooling readings: %s", error)
+        elif before is not None:
+            logger.info("store writes again (%s readings still spooled)", spooled)
+        for watcher in self._store_watchers:
+            try:
+                watcher(self._health)
+            except Exception:  # a watcher's bug must not stop the readings
+                logger.exception("store watcher %r failed", watcher)
+
+
+def _merge(taken: Taken, others: Sequence[Taken]) -> Taken:
+    """One take of the consumer's readings and those submitted off the MQTT path, in that order."""
+    return Taken(
+        batch=ReadingBatch.concat([taken.batch, *(t.batch for t in others)]),
+        rejections=[*taken.rejections, *(r for t in others for r in t.rejections)],
+        acks=[*taken.acks, *(a for t in others for a in t.acks)],
+        statuses=[*taken.statuses, *(s for t in others for s in t.statuses)],
+        messages=taken.messages + sum(t.messages for t in others),
+    )
+
+
+def _settle(
+    submitted: Sequence[tuple[Taken, asyncio.Future[None]]], exc: BaseException | None = None
+) -> None:
+    """Answer the submitters: their readings are durable, or their flush failed with ``exc``."""
+    for _, done in submitted:
+        if done.done():
+            continue
+        if exc is None:
+            done.set_result(None)
+        elif isinstance(exc, asyncio.CancelledError):
+            done.cancel()
+        else:
+            done.set_exception(exc)

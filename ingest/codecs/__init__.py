@@ -86,5 +86,6 @@ def build(settings: Mapping[str, Any], *, site_zone: str = "Asia/Shanghai") -> C
 
 # Codec modules register themselves on import. An explicit list: no scanning, no swallowed ImportError.
 from ingest.codecs import mapping, senml  # noqa: E402
+from ingest.sl651 import codec as sl651  # noqa: E402 - SL 651-2014 frames (lives with its TCP server)
 
-__all__ += ["mapping", "senml"]
+__all__ += ["mapping", "senml", "sl651"]

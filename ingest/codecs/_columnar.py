@@ -109,7 +109,9 @@ class Columnar:
         assert self._typed is not None  # noqa: S101 - only called when typed_from allows it
         try:
             node = self._typed.decode(payload)
-        except msgspec.DecodeError:  # ValidationError too: another shape, or a null, string...
+        # ValidationError too: another shape, or a null, string...; RecursionError: nested too
+        # deeply for msgspec, which the generic path rejects with its reason.
+        except (msgspec.DecodeError, RecursionError):
             return None
         for _ in range(self._depth):
             node = node.inner

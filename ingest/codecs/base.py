@@ -29,6 +29,12 @@ class DecodeReason(enum.StrEnum):
     DECOMMISSIONED = "decommissioned"
     BAD_TOPIC = "bad_topic"
     NOT_A_NUMBER = "not_a_number"
+    RATE_LIMITED = "rate_limited"  # far above its profile's rate (ingest.ratelimit)
+    # Binary telemetry frames (ingest.sl651): a frame check that fails, a frame cut short, a layout
+    # that is not the standard's.
+    BAD_CHECKSUM = "bad_checksum"
+    TRUNCATED = "truncated"
+    BAD_FRAME = "bad_frame"
 
 
 class DecodeError(IngestError):

@@ -295,6 +295,9 @@ class MappingCodec:
         except msgspec.DecodeError as exc:  # ValidationError here means a number out of range
             msg = f"payload is not JSON the hub can read: {exc}"
             raise DecodeError(DecodeReason.MALFORMED_JSON, msg, raw.device_id) from exc
+        except RecursionError as exc:  # msgspec's nesting limit: a hostile [[[[...]]]] payload
+            msg = "payload is not JSON the hub can read: arrays or objects nested too deeply"
+            raise DecodeError(DecodeReason.MALFORMED_JSON, msg, raw.device_id) from exc
         records = self._find_records(doc, raw)
         device = raw.device_id
         record_device: Pointer | None = None

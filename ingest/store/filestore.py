@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from ingest.batch import DTYPES, ReadingBatch
 from ingest.errors import StoreError
 from ingest.store import Buckets
+from ingest.store.latestcache import LatestCache
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class FileStore:
         # read from the store before the next write (at start, and after a write that failed, which
         # might have committed before it failed).
         self._newest: NDArray[np.int64] | None = None
+        # The newest reading of every series once latest() has scanned for it (then kept current by
+        # every write, under the write lock); None: not scanned, or unknown after a failed write.
+        self._latest: LatestCache | None = None
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         # One cursor per thread: DuckDB connections are not safe to share across threads.
@@ -103,6 +107,7 @@ class FileStore:
                 # Unknown until this write is known to have committed or not: whatever fails below
                 # (even after the commit), the bounds are read from the store again.
                 self._newest = None
+                latest, self._latest = self._latest, None
                 con.register("incoming", columns)
                 try:
                     # DuckDB answers an INSERT with the number of rows it inserted.
@@ -116,6 +121,9 @@ class FileStore:
                 raise StoreError(msg) from exc
             np.maximum.at(newest, batch.device, batch.ts)
             self._newest = newest
+            if latest is not None:
+                latest.update(batch)
+                self._latest = latest
             return int(row[0]) if row else 0
 
     def _newest_stored(self, device: int) -> NDArray[np.int64]:
@@ -187,7 +195,17 @@ class FileStore:
         )
 
     def latest(self) -> ReadingBatch:
-        """The newest reading of every series."""
+        """The newest reading of every series, in (device, metric) order.
+
+        The first call scans the table (under the write lock, so no write slips between the scan and
+        the cache); later calls answer from `LatestCache`, which every write keeps current.
+        """
+        with self._write_lock:
+            if self._latest is None:
+                self._latest = LatestCache(self._scan_latest())
+            return self._latest.batch()
+
+    def _scan_latest(self) -> ReadingBatch:
         cols = (
             self._reader()
             .execute(
@@ -220,9 +238,13 @@ class FileStore:
     def delete_before(self, cutoff_ms: int) -> int:
         """Delete readings older than ``cutoff_ms``."""
         with self._write_lock:
+            latest, self._latest = self._latest, None
             row = self._con.execute(
                 "DELETE FROM readings WHERE ts < ? RETURNING 1", [cutoff_ms]
             ).fetchall()
+            if latest is not None:
+                latest.drop_before(cutoff_ms)
+                self._latest = latest
         return len(row)
 
     def close(self) -> None:

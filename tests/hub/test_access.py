@@ -37,6 +37,10 @@ B = {
     "warning_id": "1",
     "shift_id": "1",
     "path": "sh/huangpu",
+    # Issue 11: HTTP uplinks (a device's own credential) and citizens' reports (the city's).
+    "vendor": "hydrox",
+    "report_id": "1",
+    "n": "1",
 }
 A = {
     "device_id": "bin-00001",
@@ -194,7 +198,16 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("DELETE", "/api/v1/roster/shifts/{shift_id}"): None,
     ("GET", "/api/v1/roster/on-duty"): "staff",
     ("GET", "/api/v1/roster/notices"): "staff",
-    ("GET", "/api/v1/reports/incidents"): "staff",
+    ("GET", "/api/v1/statistics/incidents"): "staff",
+    # Devices post with their own MQTT credential (HTTP Basic), never a person's token:
+    # tests/hub/test_uplink.py checks who may post for whom.
+    ("POST", "/api/v1/uplink/{vendor}/{device_id}"): "device",
+    # Citizens' reports (issue 11): staff and units; vendors 403.
+    ("GET", "/api/v1/reports"): "staff",
+    ("POST", "/api/v1/reports"): {"source": "12345", "category": "flooding", "address": "x"},
+    ("POST", "/api/v1/reports/import"): "staff",
+    ("GET", "/api/v1/reports/{report_id}"): None,
+    ("GET", "/api/v1/reports/{report_id}/photos/{n}"): None,
 }
 
 QUERY = {"/api/v1/devices/{device_id}/readings": {"metric": "water_level"}}
@@ -264,7 +277,8 @@ def test_without_a_token_every_route_but_login_and_health_is_401(hub: ServedHub)
             continue
         r = _call(hub.anonymous, method, path, body if isinstance(body, dict) else None)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
-        assert r.headers["www-authenticate"] == "Bearer"
+        challenge = 'Basic realm="hub devices"' if body == "device" else "Bearer"
+        assert r.headers["www-authenticate"] == challenge
         wrong = hub.anonymous.request(
             method,
             _fill(path, {**B, "token_id": "1"}),
@@ -279,6 +293,9 @@ def test_vendor_a_reaches_none_of_vendor_b_s_objects(
     acme, hydrox = vendors
     for (method, path), body in ROUTES.items():
         if body in ("self-service", "public"):
+            continue
+        if body == "device":  # a person's token is no device credential
+            assert _call(acme, method, path, body).status_code == 401, (method, path)
             continue
         if body == "list":
             items = acme.get(path).json()

@@ -163,7 +163,7 @@ def test_from_a_storm_s_alerts_to_a_closed_incident(city: City) -> None:
     assert pdf.content.startswith(b"%PDF-")
 
     # The period's figures count it, with its times to respond.
-    figures = _ok(commander.get("/api/v1/reports/incidents", params={"since": _hours_ago(1)}))
+    figures = _ok(commander.get("/api/v1/statistics/incidents", params={"since": _hours_ago(1)}))
     (river,) = [a for a in figures["areas"] if a["area"] == "demo/riverside"]
     assert (river["opened"], river["closed"], river["open_at_end"]) == (1, 1, 0)
     assert river["times"]["arrive"]["count"] == 1

@@ -12,13 +12,14 @@ const SAMPLE_MS = 60e3;
 const SAMPLES = 30;
 
 export class DistrictPanel {
-  constructor(root, model, { areaName, onPick, onTotals }) {
+  constructor(root, model, { areaName, onPick, onTotals, badge }) {
     this.root = root;
     this.body = root.querySelector("tbody");
     this.model = model;
     this.areaName = areaName;
     this.onPick = onPick;
     this.onTotals = onTotals;
+    this.badge = badge;              // area -> HTML after its name (a warning in force, response.js)
     this.known = [];                 // district paths from the area outlines
     this.raised = new Map();         // district -> Map(hour bucket -> alerts raised)
     this.seen = new Set();           // alert ids counted in `raised`
@@ -124,7 +125,7 @@ export class DistrictPanel {
       const shareArrow = was == null ? "" : share > was + 0.01 ? "▲" : share < was - 0.01 ? "▼" : "";
       const chips = ["red", "orange", "yellow", "blue"].filter((lv) => r.alerts[lv]).map((lv) => `<b class="n lv-${lv}" title="${t("level." + lv)}">${r.alerts[lv]}</b>`).join("");
       return `<tr data-area="${esc(d)}">
-        <th>${esc(this.areaName(d))}</th>
+        <th>${esc(this.areaName(d))}${this.badge?.(d) || ""}</th>
         <td class="num">${r.devices}</td>
         <td class="num ok" title="${Math.round(share * 100)}%">${r.online}<small class="pct">${r.devices ? ` ${Math.round(share * 100)}%` : ""}</small>${shareArrow ? `<small class="${shareArrow === "▲" ? "up" : "down"}">${shareArrow}</small>` : ""}</td>
         <td class="num off">${r.offline}</td>

@@ -43,6 +43,26 @@ const EN = {
   "type.manhole_cover": "manhole cover", "type.smoke_detector": "smoke detector",
   "type.combustible_gas": "gas detector", "type.bin_fill": "waste bin", "type.noise": "noise monitor",
   "type.streetlight": "streetlight", "type.structure_movement": "structure movement",
+  // the emergency response (response.js, responsemap.js)
+  incidents: "Incidents", incident: "incident", noIncidents: "No open incidents", unitsHead: "Units",
+  awaiting: "awaiting", overdue: "overdue", left: "left", noLimit: "no time limit", escalated: "handed up",
+  warning: "warning", until: "until",
+  "istate.reported": "reported", "istate.registered": "registered", "istate.dispatched": "dispatched",
+  "istate.in_progress": "in progress", "istate.verified": "verified", "istate.closed": "closed",
+  "step.register": "registration", "step.dispatch": "dispatch", "step.arrive": "arrival on site",
+  "step.handle": "handling and check", "step.close": "closing",
+  "ustatus.available": "available", "ustatus.dispatched": "on the way", "ustatus.on_scene": "on scene",
+  "ustatus.off_duty": "off duty",
+  "ukind.drainage": "drainage crew", "ukind.traffic_police": "traffic police", "ukind.fire": "fire rescue",
+  "ukind.municipal_works": "municipal works", "ukind.medical": "medical", "ukind.other": "unit",
+  "ukindShort.drainage": "D", "ukindShort.traffic_police": "T", "ukindShort.fire": "F",
+  "ukindShort.municipal_works": "W", "ukindShort.medical": "M", "ukindShort.other": "U",
+  "itype.waterlogging": "waterlogging", "itype.road_hazard": "road hazard", "itype.fire": "fire",
+  "itype.gas_leak": "gas leak", "itype.structure": "structure", "itype.water_supply": "water supply",
+  "itype.traffic": "traffic", "itype.sanitation": "sanitation", "itype.equipment": "equipment", "itype.other": "other",
+  "wkind.rainstorm": "rainstorm", "wkind.flood": "flood", "wkind.waterlogging": "waterlogging",
+  "wkind.typhoon": "typhoon", "wkind.heat": "heat", "wkind.cold": "cold wave", "wkind.fog": "fog",
+  "wkind.gale": "gale", "wkind.other": "",
 };
 
 const ZH = {
@@ -96,6 +116,25 @@ const ZH = {
   "metric.smoke_alarm": "烟感报警", "metric.ph": "pH", "metric.power": "功率", "metric.lamp_on": "亮灯",
   "metric.gas_lel": "燃气浓度", "metric.dissolved_oxygen": "溶解氧", "metric.displacement_x": "位移X",
   "metric.displacement_y": "位移Y", "metric.cover_open": "井盖开启", "metric.conductivity": "电导率",
+  // 应急处置 (response.js, responsemap.js)
+  incidents: "事件", incident: "事件", noIncidents: "暂无在办事件", unitsHead: "处置力量",
+  awaiting: "待", overdue: "超时", left: "剩余", noLimit: "不限时", escalated: "已上报上级",
+  warning: "预警", until: "至",
+  "istate.reported": "上报", "istate.registered": "立案", "istate.dispatched": "派遣",
+  "istate.in_progress": "处置中", "istate.verified": "核查", "istate.closed": "结案",
+  "step.register": "立案", "step.dispatch": "派遣", "step.arrive": "到场",
+  "step.handle": "处置核查", "step.close": "结案",
+  "ustatus.available": "待命", "ustatus.dispatched": "出动中", "ustatus.on_scene": "在现场",
+  "ustatus.off_duty": "休整",
+  "ukind.drainage": "排水抢险队", "ukind.traffic_police": "交警", "ukind.fire": "消防救援",
+  "ukind.municipal_works": "市政抢修", "ukind.medical": "急救", "ukind.other": "处置单位",
+  "ukindShort.drainage": "排", "ukindShort.traffic_police": "警", "ukindShort.fire": "消",
+  "ukindShort.municipal_works": "市", "ukindShort.medical": "医", "ukindShort.other": "单",
+  "itype.waterlogging": "内涝", "itype.road_hazard": "道路隐患", "itype.fire": "火情",
+  "itype.gas_leak": "燃气泄漏", "itype.structure": "结构安全", "itype.water_supply": "供水",
+  "itype.traffic": "交通", "itype.sanitation": "环卫", "itype.equipment": "设施故障", "itype.other": "其他",
+  "wkind.rainstorm": "暴雨", "wkind.flood": "洪水", "wkind.waterlogging": "内涝", "wkind.typhoon": "台风",
+  "wkind.heat": "高温", "wkind.cold": "寒潮", "wkind.fog": "大雾", "wkind.gale": "大风", "wkind.other": "",
 };
 
 const TABLES = { en: EN, zh: ZH };

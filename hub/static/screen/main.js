@@ -3,7 +3,7 @@
 // change events only mark panels dirty (each redraws at most once per animation frame).
 
 import { api, login, token, takeTokenFromFragment, onLoginNeeded, needLogin } from "./api.js";
-import { Model, COLOURS, CAMERA_COLOURS, CAMERA_STATES, LEVELS, districtOf } from "./model.js";
+import { Model, COLOURS, CAMERA_COLOURS, CAMERA_STATES, LEVELS, districtOf, mercX, mercY } from "./model.js";
 import { Live } from "./feed.js";
 import { CityMap } from "./map.js";
 import { AlertList } from "./alerts.js";
@@ -12,14 +12,19 @@ import { DevicePanel } from "./device.js";
 import { CameraPanel } from "./camera.js";
 import { AlertCameras } from "./alertcams.js";
 import { Cue } from "./cue.js";
+import { ResponseState, IncidentPanel, WarningBand, UNIT_STATUSES, warningBadge } from "./response.js";
+import { ResponseLayer, UNIT_COLOURS } from "./responsemap.js";
+import { ReportLayer } from "./reports.js";
 import { t, pick, applyStatic, setLanguage, language, onLanguage, clock } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
 const status = $("#screen-status");
 const model = new Model();
+const response = new ResponseState();   // incidents, units, warnings (feed protocol §11)
 const areaProps = new Map();    // area path -> {name, name_zh}
 let config = null;
 let map, alerts, districts, device, camera, alertCams, cue, live;
+let incidents, band, responseLayer, reportLayer;
 
 takeTokenFromFragment();
 applyStatic(document);
@@ -75,6 +80,9 @@ async function boot() {
     map.setAreas(areas);
     districts.setDistricts(areas.features.filter((f) => f.properties?.kind === "district").map((f) => f.properties.area));
   } catch (e) { console.warn("areas", e); }
+  try {   // names above the districts, for warnings for a whole city or province
+    for (const level of ["province", "city"]) for (const a of await api(`/api/v1/areas/tree?level=${level}`)) areaProps.set(a.path, a);
+  } catch (e) { console.warn("area names", e); }
   live.filter = urlFilter();
   if (live.filter.area) map.focusArea(live.filter.area);
   live.start();
@@ -88,9 +96,11 @@ function build() {
     onPlace: (place) => map.linkAlert(place?.lat, place?.lon, place?.ids || []),
   });
   map = new CityMap($("#map"), model, {
-    onSelect: ({ device: id, camera }) => {
+    onSelect: ({ device: id, camera, incident, unit }) => {
       if (id) selectDevice(id);
       else if (camera) openCamera(camera);
+      else if (incident != null) { incidents.selected = incident; incidents.render(); showTab("incidents"); }
+      else if (unit != null) showTab("incidents");
     },
     onDrawn: report,
     onHover: hover,
@@ -116,7 +126,19 @@ function build() {
     areaName,
     onPick: (area) => map.focusArea(area),
     onTotals: header,
+    badge: (area) => warningBadge(response, area),
   });
+  responseLayer = new ResponseLayer(response);
+  map.layers.push(responseLayer);
+  reportLayer = new ReportLayer(map);   // citizens' reports (reports.js)
+  map.layers.push(reportLayer);
+  incidents = new IncidentPanel($("#incident-panel"), response, {
+    areaName,
+    onPick: (i) => { if (i?.lat != null) focusPoint(i.lat, i.lon); else if (i) map.focusArea(districtOf(i.area)); },
+    onCount: incidentCount,
+  });
+  band = new WarningBand($("#warnings"), response, { areaName });
+  response.on(() => { map.invalidate(); incidents.invalidate(); band.render(); districts.invalidate(); });
   device = new DevicePanel($("#device-panel"), model, { areaName, onClose: () => { map.select(null); showTab("districts"); } });
   camera = new CameraPanel($("#camera-panel"), model, {
     areaName, onError: toast, onClose: () => { map.selectCamera(null); showTab("districts"); },
@@ -124,11 +146,15 @@ function build() {
   live = new Live({
     onSnapshot: (snap) => {
       model.loadSnapshot(snap);
+      response.load(snap);
+      reportLayer.load(snap);
       for (const a of model.alerts.values()) districts.countRaised(a);
       if (!map.fitted) map.fit();
     },
     onDelta: (delta) => {
       const changes = model.applyDelta(delta);
+      response.apply(delta);
+      reportLayer.apply(delta);
       if (delta.readings?.length) device.onReadings(delta.readings);
       if (delta.cameras?.length) onCameraChanges(delta.cameras);
       for (const ch of changes) onAlertChange(ch);
@@ -147,12 +173,16 @@ function build() {
     districts.invalidate();
     if (what !== "values") { alerts.invalidate(); device.invalidate(); }
   });
-  onLanguage(() => { map.invalidate(); alerts.render(); districts.render(); device.render(); camera.render(); alertCams.render(); cue.label(); legend(); live.setMode(live.mode); });
+  onLanguage(() => { map.invalidate(); alerts.render(); districts.render(); device.render(); camera.render(); alertCams.render(); incidents.render(); band.render(); cue.label(); legend(); live.setMode(live.mode); });
   $("#zoom-in").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, 1));
   $("#zoom-out").addEventListener("click", () => map.zoomAt(map.w / 2, map.h / 2, -1));
   $("#fit").addEventListener("click", () => { map.highlightArea = null; map.fit(); });
   for (const b of document.querySelectorAll(".tabs [data-show]")) b.addEventListener("click", () => showTab(b.dataset.show));
-  setInterval(() => { $("#clock").textContent = clock(Date.now()); }, 1000);
+  setInterval(() => {
+    $("#clock").textContent = clock(Date.now());
+    incidents.tick();
+    if (band.render()) { map.invalidate(); districts.invalidate(); }   // a warning's validity began or ended
+  }, 1000);
   legend();
   window.hubScreen = {
     model, map, live, cue, alerts, districts, device, camera, alertCams,
@@ -160,6 +190,11 @@ function build() {
     cameraMarker: (id) => map.cameraMarkerOf(id),
     select: (id) => selectDevice(id, true),
     openCamera: (id) => openCamera(id, true),
+    response, incidents, responseLayer,
+    incidentMarker: (id) => responseLayer.markerOf("incident", id),
+    unitMarker: (id) => responseLayer.markerOf("unit", id),
+    reports: reportLayer,
+    reportMarker: (id) => reportLayer.markerOf(id),
   };
 }
 
@@ -189,6 +224,25 @@ function selectDevice(id, focus = false) {
 }
 
 function showTab(name) { $("#side").dataset.tab = name; }
+
+/** Centre the map on a place at street zoom (an incident picked in the list). */
+function focusPoint(lat, lon) {
+  map.touched = true;
+  map.cx = mercX(lon); map.cy = mercY(lat);
+  map.z = Math.max(map.z, 16);
+  map.invalidate();
+}
+
+let overdueShown = -1;
+/** The incidents tab's count (red while a step has overrun); the map redraws when that changes. */
+function incidentCount(n, overdue) {
+  const b = $("#incident-count");
+  b.textContent = n ? String(n) : "";
+  b.classList.toggle("over", overdue > 0);
+  status.dataset.incidents = String(n);
+  status.dataset.overdue = String(overdue);
+  if (overdue !== overdueShown) { overdueShown = overdue; map.invalidate(); }
+}
 
 /** Open camera `id`'s panel and ring it on the map (`focus`: bring it into view first). */
 function openCamera(id, focus = false) {
@@ -250,6 +304,8 @@ function hover(it, x, y) {
   if (it.kind === "cluster") {
     const c = map.clusters[it.k];
     tip.textContent = `${c.count} ${t("devices")}`;
+  } else if (it.tip) {
+    tip.textContent = it.tip;   // a response marker (responsemap.js)
   } else if (it.kind === "device") {
     const d = model.device(model.ids[it.i]);
     const s = d.state;
@@ -270,6 +326,9 @@ function legend() {
     ...["blue", "yellow", "orange", "red"].map((lv) => dot(COLOURS[lv], t("level." + lv))),
     `<b>${t("cameras")}</b>`,
     ...CAMERA_STATES.map((st) => dot(CAMERA_COLOURS[st], t("cam." + st), true)),
+    `<span><i class="tri"></i>${t("incident")}</span>`,
+    `<b>${t("unitsHead")}</b>`,
+    ...UNIT_STATUSES.map((st) => dot(UNIT_COLOURS[st], t("ustatus." + st))),
   ].join("");
 }
 
@@ -299,6 +358,9 @@ function report(m) {
   d.seq = String(model.seq ?? "");
   d.version = String(model.version);
   d.areas = String(m.features.length);
+  d.units = String(response.units.size);
+  d.warnings = String(response.inForce().length);
+  d.warned = String(responseLayer.warnedDrawn);
 }
 
 boot();

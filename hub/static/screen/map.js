@@ -55,6 +55,7 @@ export class CityMap {
     this.animating = false;
     this.fitted = false;
     this.touched = false;                 // the user has panned or zoomed
+    this.layers = [];                     // more to draw (responsemap.js): under(), over() the markers, overlay()
     new ResizeObserver(() => this.resize()).observe(container);
     this.bindPointer();
     this.resize();
@@ -178,7 +179,9 @@ export class CityMap {
     ctx.fillRect(0, 0, this.w, this.h);
     if (this.tileUrl) this.drawTiles(ctx);
     this.drawAreas(ctx);
+    for (const l of this.layers) l.under?.(ctx, this);
     this.drawMarkers(ctx);
+    for (const l of this.layers) l.over?.(ctx, this);   // after drawMarkers: it resets this.items
     this.drawLabels(ctx);
     this.frames++;
     this.lastMs = performance.now() - t0;
@@ -468,6 +471,7 @@ export class CityMap {
       ctx.beginPath(); ctx.arc(this.sx[sel], this.sy[sel], 10 * this.ui, 0, 2 * Math.PI);
       ctx.strokeStyle = "#ffffff"; ctx.lineWidth = 2 * this.ui; ctx.stroke();
     }
+    for (const l of this.layers) if (l.overlay?.(ctx, this)) pulsing = true;
     this.paintCameraLinks(ctx);
     return pulsing;
   }
@@ -554,6 +558,7 @@ export class CityMap {
       if (it.kind === "cluster") this.zoomAt(it.x, it.y, 2);
       else if (it.kind === "device") this.onSelect?.({ device: this.model.ids[it.i] });
       else if (it.kind === "camera") this.onSelect?.({ camera: it.id });
+      else if (it.id != null) this.onSelect?.({ [it.kind]: it.id });   // a layer's marker
     });
     el.addEventListener("pointerleave", () => this.onHover?.(null));
     el.addEventListener("wheel", (e) => { e.preventDefault(); this.zoomAt(e.offsetX, e.offsetY, -e.deltaY * 0.0015); }, { passive: false });
