@@ -88,9 +88,6 @@ def _logging(verbose: bool) -> None:
 def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] = ()) -> None:
     from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
 
-    import os, sys
-    if os.environ.get("HUB_SWITCH_MS"):
-        sys.setswitchinterval(float(os.environ["HUB_SWITCH_MS"]) / 1000)
     uvicorn.run(
         create_app(settings, before_shutdown=before_shutdown),
         host=settings.http.host,
