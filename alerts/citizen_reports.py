@@ -432,10 +432,14 @@ class CitizenReports:
         nearby = [str(sensors.ids[places.ids[j]]) for j in pairs.right[order][np.sort(first)]]
         what = f"{len(recent)} citizens' reports of {', '.join(categories)}"
         radius = f"within {self.settings.radius_m:g} m"
+        # An offline sensor's alert is no alarm about the street: it backs "a sensor may be broken".
         alarms = [
             a
             for a in alerts
-            if a.firing and a.device in nearby and not a.source.startswith(SOURCE_PREFIX)
+            if a.firing
+            and a.device in nearby
+            and a.kind != "offline"
+            and not a.source.startswith(SOURCE_PREFIX)
         ]
         if alarms:
             top = max(alarms, key=lambda a: (a.level, -nearby.index(str(a.device))))

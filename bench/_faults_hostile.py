@@ -287,6 +287,7 @@ def messages(
                 (
                     f"sensors/{vendor}/no-such-{rng.randrange(10**6)}/up",
                     f"sensors/{other}/{device}/up",
+                    f"sensors/{vendor}/{'x' * rng.randrange(65, 5000)}/up",  # past any id column
                 )
             )
             yield kind, topic, payload
@@ -328,14 +329,14 @@ class HubProcess:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the hub exited at start:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"the hub exited at start:\n{self.log.read_text()[-3000:]}")
             try:
                 if self.http.get("/healthz").json().get("broker_connected"):
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("the hub did not come up in 60 s")
+                raise RuntimeError("the hub did not come up in 60 s")
             time.sleep(0.2)
         password = (data_dir / "initial-admin-password").read_text().strip()
         r = self.http.post("/api/v1/auth/login", json={"username": "admin", "password": password})
@@ -407,7 +408,7 @@ def publish_all(
         while pub.acked < sent and time.monotonic() < deadline:
             time.sleep(0.01)
         if pub.acked < sent:
-            raise SystemExit(f"the broker acknowledged only {pub.acked} of {sent} messages")
+            raise RuntimeError(f"the broker acknowledged only {pub.acked} of {sent} messages")
     finally:
         pub.close()
     return kinds, time.monotonic() - started
@@ -491,7 +492,7 @@ def fuzz_api(base_url: str, token: str, *, examples: int = 20, seed: int = 0) ->
 
     for result in schema.get_all_operations():
         if isinstance(result, Err):
-            raise SystemExit(f"the hub's OpenAPI document is invalid: {result.err()}")
+            raise RuntimeError(f"the hub's OpenAPI document is invalid: {result.err()}")  # noqa: TRY004
         op = result.ok()
         if (op.method.upper(), op.path) not in API_EXCLUDED:
             for mode in schemathesis.GenerationMode:
@@ -563,21 +564,28 @@ def run(args: argparse.Namespace | Sequence[str] | None = None) -> dict[str, flo
         "api_fuzz_server_errors": float(api["server_errors"]),
         "api_fuzz_not_problems": float(api["not_problems"]),
     }
-    if getattr(ns, "verbose", False):
+    if getattr(ns, "fuzz_verbose", False):
         print("kinds sent:", dict(sorted(kinds.items())), file=sys.stderr)
     return figures
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This part's options (``bench/faults.py`` adds them to its own)."""
+    parser.add_argument("--fuzz-payloads", type=int, default=100_000, help="hostile: messages sent")
+    parser.add_argument("--fuzz-seed", type=int, default=1, help="hostile: seed of the mutations")
+    parser.add_argument("--fuzz-devices", type=int, default=300, help="hostile: demo city size")
+    parser.add_argument(
+        "--fuzz-drain-s", type=float, default=120.0, help="hostile: wait for the hub, at most"
+    )
+    parser.add_argument(
+        "--api-examples", type=int, default=5, help="hostile: per API operation and mode; 0: none"
+    )
+    parser.add_argument("--fuzz-verbose", action="store_true", help="hostile: kinds sent")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fuzz-payloads", type=int, default=100_000)
-    parser.add_argument("--fuzz-seed", type=int, default=1)
-    parser.add_argument("--fuzz-devices", type=int, default=300)
-    parser.add_argument("--fuzz-drain-s", type=float, default=120.0)
-    parser.add_argument(
-        "--api-examples", type=int, default=5, help="per operation and mode; 0: no API fuzz"
-    )
-    parser.add_argument("--verbose", action="store_true")
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 

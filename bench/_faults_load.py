@@ -13,6 +13,10 @@ when it was stored (the pipeline's ``on_batch`` hook runs once the store has it 
 acknowledged). ``fault_flood_p99_delta_ms`` is the p99 publish->stored of normal devices in flood
 segments minus that in calm segments (interleaved, so drift of a shared machine hits both alike).
 
+**Clock skew.** Then one device sends a reading two hours ahead and another three readings two hours
+behind (1.3 s apart; the hub confirms a steady lag after 1 s here): ``fault_skew_devices_flagged``
+(both should be, with an ``ingest.clock_skew`` alert each) and ``fault_skew_readings_flagged``.
+
 **Websocket churn.** After the flood the publishers stop; ``ws_clients`` clients connect to
 ``/ws/situation``, send the hello, take the snapshot and drop, for ``ws_rounds`` rounds. The hub
 process's RSS is read (psutil) after a first warm-up round and after the last:
@@ -47,6 +51,8 @@ DEVICES = 200
 PROFILE = "bench-noise-1s"
 FLOOD_DEVICE = "flood-0"
 FLOOD_FACTOR = 50
+SKEWED = ("skew-ahead", "skew-behind")  # clocks two hours ahead and behind
+TWO_HOURS_MS = 2 * 3600_000
 TICK_S = 0.02
 
 
@@ -67,7 +73,8 @@ def prepare(data: Path) -> None:
     fast = reg.profile("acme-noise").model_copy(update={"id": PROFILE, "report_interval_s": 1})
     reg.put_profiles([fast])
     devices = [Device(id=f"n{i:05d}", vendor="acme", profile=PROFILE) for i in range(DEVICES)]
-    reg.put_devices([*devices, Device(id=FLOOD_DEVICE, vendor="acme", profile=PROFILE)])
+    others = [FLOOD_DEVICE, *SKEWED]
+    reg.put_devices([*devices, *(Device(id=d, vendor="acme", profile=PROFILE) for d in others)])
     reg.engine.dispose()
 
 
@@ -92,7 +99,10 @@ def hub_role(ns: argparse.Namespace) -> None:
             embedded=False, port=ns.broker_port, auth=False, client_id="bench-load-hub"
         ),
         http=HttpSettings(port=ns.http_port),
-        ingest=IngestSettings(rate_limit_factor=10, rate_limit_window_intervals=10),
+        # A clock behind is confirmed after 1 s of steady lag here (20 s by default).
+        ingest=IngestSettings(
+            rate_limit_factor=10, rate_limit_window_intervals=10, skew_confirm_s=1
+        ),
         rules=RulesSettings(shipped=False),
     )
     sent: list[np.ndarray[Any, Any]] = []
@@ -147,8 +157,8 @@ def publish_role(ns: argparse.Namespace) -> None:
     next_device = 0
     t0 = time.monotonic()
     # A calm warm-up first (the hub's first batches are slow: caches, first writes), not counted.
-    ends = np.cumsum([ns.warmup_s] + [ns.segment_s] * ns.segments)
-    for seg in range(ns.segments + 1):
+    ends = np.cumsum([ns.flood_warmup_s] + [ns.flood_segment_s] * ns.flood_segments)
+    for seg in range(ns.flood_segments + 1):
         flooding = seg % 2 == 0 and seg > 0
         start_wall = time.time()
         end = t0 + float(ends[seg])
@@ -170,6 +180,19 @@ def publish_role(ns: argparse.Namespace) -> None:
         segments.append(
             {"start": start_wall, "end": time.time(), "flood": flooding, "warmup": seg == 0}
         )
+    # Clocks two hours off: one message ahead, three behind, more than the confirmation apart.
+    for k in range(3):
+        ts = time.time_ns() // 1_000_000
+        packets = [
+            normal.packet(
+                b"sensors/acme/skew-behind/up", b'{"ts":%d,"laeq":50}' % (ts - TWO_HOURS_MS)
+            )
+        ]
+        if k == 0:
+            body = b'{"ts":%d,"laeq":50}' % (ts + TWO_HOURS_MS)
+            packets.append(normal.packet(b"sensors/acme/skew-ahead/up", body))
+        normal.send(packets)
+        time.sleep(1.3)
     time.sleep(1.0)  # the last PUBACKs
     Path(ns.out).write_text(
         json.dumps({"segments": segments, "normal_acked": normal.acked, "flood_acked": flood.acked})
@@ -280,10 +303,10 @@ def ws_churn(
 
 
 def run(args: Any = None) -> dict[str, float]:  # noqa: ANN401 - bench/faults.py's argparse namespace
-    """Both scenarios; ``args`` may carry ``segment_s``, ``segments``, ``ws_clients``, ``ws_rounds``."""
-    segment_s = float(getattr(args, "segment_s", 1.5))
-    segments = int(getattr(args, "segments", 20))
-    warmup_s = float(getattr(args, "warmup_s", 5.0))
+    """Both scenarios, with the options of `add_arguments` (defaults when ``args`` lacks them)."""
+    segment_s = float(getattr(args, "flood_segment_s", 1.5))
+    segments = int(getattr(args, "flood_segments", 20))
+    warmup_s = float(getattr(args, "flood_warmup_s", 5.0))
     clients = int(getattr(args, "ws_clients", 500))
     rounds = int(getattr(args, "ws_rounds", 4))
     figures: dict[str, float] = {}
@@ -310,12 +333,12 @@ def run(args: Any = None) -> dict[str, float]:  # noqa: ANN401 - bench/faults.py
             auth = {"Authorization": f"Bearer {token}"}
             pub = _spawn(
                 "--role", "publish", "--broker-port", str(broker.port), "--out", str(pub_out),
-                "--segments", str(segments), "--segment-s", str(segment_s),
-                "--warmup-s", str(warmup_s),
+                "--flood-segments", str(segments), "--flood-segment-s", str(segment_s),
+                "--flood-warmup-s", str(warmup_s),
             )  # fmt: skip
             pub.wait(warmup_s + segments * segment_s + 60)
             published = json.loads(pub_out.read_text())
-            time.sleep(1.0)  # the last flush
+            time.sleep(2.0)  # the last flush, the alert applier
             status = httpx.get(f"{url}/api/v1/status", headers=auth, timeout=10).json()
             alerts = httpx.get(
                 f"{url}/api/v1/alerts", params={"active": True, "limit": 100}, headers=auth
@@ -328,11 +351,27 @@ def run(args: Any = None) -> dict[str, float]:  # noqa: ANN401 - bench/faults.py
             figures["fault_flood_published"] = float(published["flood_acked"])
             figures["fault_flood_rejected"] = float(status["rate_limited"])
             figures["fault_flood_flagged"] = float(len(flagged))
+            skewed = {
+                a["device"]
+                for a in alerts
+                if a["rule"] == "ingest.clock_skew" and a["device"] in SKEWED
+            }
+            figures["fault_skew_devices_flagged"] = float(len(skewed))
+            figures["fault_skew_readings_flagged"] = float(status["clock_skewed"])
             figures |= ws_churn(url, token, hub.pid, clients, rounds)
         finally:
             _stop(hub)
         figures |= flood_figures(samples, published["segments"])
     return figures
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This part's options (`bench/faults.py` adds them to its own)."""
+    parser.add_argument("--flood-segments", type=int, default=20, help="flood: calm/flood segments")
+    parser.add_argument("--flood-segment-s", type=float, default=1.5, help="flood: segment, s")
+    parser.add_argument("--flood-warmup-s", type=float, default=5.0, help="flood: warm-up, s")
+    parser.add_argument("--ws-clients", type=int, default=500, help="websocket churn: clients")
+    parser.add_argument("--ws-rounds", type=int, default=4, help="websocket churn: rounds")
 
 
 def main() -> None:
@@ -342,11 +381,7 @@ def main() -> None:
     parser.add_argument("--broker-port", type=int)
     parser.add_argument("--http-port", type=int)
     parser.add_argument("--out")
-    parser.add_argument("--segments", type=int, default=20)
-    parser.add_argument("--segment-s", type=float, default=1.5)
-    parser.add_argument("--warmup-s", type=float, default=5.0)
-    parser.add_argument("--ws-clients", type=int, default=500)
-    parser.add_argument("--ws-rounds", type=int, default=4)
+    add_arguments(parser)
     ns = parser.parse_args()
     if ns.role == "hub":
         hub_role(ns)

@@ -20,6 +20,8 @@ Scenarios (each returns name=value figures):
   the hub's spool and are written after it is back;
 - `store_outage_file`: the embedded store's own disk (a tmpfs) filled to the last byte for
   ``outage_s``, the spool on another disk: the same, for DuckDB;
+- `kill_while_spooling`: the hub SIGKILLed while the store is down and the spool takes readings
+  (already acknowledged): the next process must replay them;
 - `disk_full`: one tmpfs holds the store *and* the spool and is filled: the hub must hold its
   acknowledgements (back-pressure), raise the ``store`` alert (red), lose nothing, and leave a store
   that opens and holds every reading once space returns.
@@ -570,10 +572,18 @@ def _alert_figures(prefix: str, alerts: list[dict[str, Any]]) -> dict[str, float
 
 
 def store_outage_file(
-    workdir: Path, outage_s: float = 60.0, rate: float = 1000.0
+    workdir: Path,
+    outage_s: float = 60.0,
+    rate: float = 1000.0,
+    spool_max_mb: float | None = None,
+    prefix: str = "fault_store_outage",
 ) -> dict[str, float]:
-    """The embedded store's disk refuses writes for ``outage_s``; the spool (another disk) takes them."""
-    data = workdir / "store-file"
+    """The embedded store's disk refuses writes for ``outage_s``; the spool (another disk) takes them.
+
+    With a ``spool_max_mb`` too small for the outage, the spool fills and the hub must fall back to
+    back-pressure (the broker keeps the rest) and raise the alert to red, still losing nothing.
+    """
+    data = workdir / prefix
     data.mkdir(parents=True)
     make_registry(data)
     broker = FaultBroker(data)
@@ -581,7 +591,10 @@ def store_outage_file(
     ballast: list[Path] = []
     with tmpfs(data / "storedisk", 64) as disk:
         store = disk / "readings.duckdb"
-        hub = HubProcess(data, broker.port, {"HUB_STORE__PATH": str(store)})
+        env = {"HUB_STORE__PATH": str(store)}
+        if spool_max_mb is not None:
+            env["HUB_STORE__SPOOL_MAX_MB"] = str(spool_max_mb)
+        hub = HubProcess(data, broker.port, env)
         try:
             out = _outage(
                 hub,
@@ -595,12 +608,57 @@ def store_outage_file(
             hub.stop()
             broker.stop()
     return {
-        "fault_store_outage_lost": out.stored.lost(out.streams),
-        "fault_store_outage_dup": out.stored.dup,
-        "fault_store_outage_spooled": int(out.status.get("spooled", 0)),
-        "fault_store_outage_accepted": out.streams[0].acked,
-        "fault_store_outage_blocked": int(out.blocked_seen),
-        **_alert_figures("fault_store_outage", out.alerts),
+        f"{prefix}_lost": out.stored.lost(out.streams),
+        f"{prefix}_dup": out.stored.dup,
+        f"{prefix}_spooled": int(out.status.get("spooled", 0)),
+        f"{prefix}_accepted": out.streams[0].acked,
+        f"{prefix}_blocked": int(out.blocked_seen),
+        **_alert_figures(prefix, out.alerts),
+    }
+
+
+def kill_while_spooling(workdir: Path, rate: float = 1000.0) -> dict[str, float]:
+    """SIGKILL the hub while the store is down and readings go to the spool; mend; restart; count.
+
+    What the spool took was acknowledged, so the broker will not send it again: it must survive
+    the crash on disk and be replayed by the next process.
+    """
+    data = workdir / "kill-spooling"
+    data.mkdir(parents=True)
+    make_registry(data)
+    broker = FaultBroker(data)
+    broker.start()
+    with tmpfs(data / "storedisk", 64) as disk:
+        store = disk / "readings.duckdb"
+        hub = HubProcess(data, broker.port, {"HUB_STORE__PATH": str(store)})
+        try:
+            hub.start()
+            stream = Stream(broker.port, 0, int(rate * 20), rate=rate).start()
+            time.sleep(3.0)
+            ballast = fill(disk)
+            deadline = time.monotonic() + 60
+            while (spooled := int(hub.status().get("spooled", 0))) < rate * 3:
+                if time.monotonic() > deadline:
+                    msg = f"nothing spooled: {hub.log_tail()}"
+                    raise RuntimeError(msg)
+                time.sleep(0.1)
+            hub.kill()
+            left = len(list((data / "spool").glob("*.batch")))
+            ballast.unlink()
+            stream.join()
+            hub.start()
+            hub.wait_drained(quiet_s=4.0)
+            hub.stop()
+            stored = duckdb_stored(store)
+        finally:
+            hub.stop()
+            broker.stop()
+    return {
+        "fault_kill_spooling_lost": stored.lost([stream]),
+        "fault_kill_spooling_dup": stored.dup,
+        "fault_kill_spooling_spooled_at_kill": spooled,
+        "fault_kill_spooling_segments_left": left,
+        "fault_kill_spooling_accepted": stream.acked,
     }
 
 
@@ -699,7 +757,12 @@ def run(args: Any) -> dict[str, float]:  # noqa: ANN401 - argparse namespace of 
         work = Path(tmp)
         figures |= kill_restart(work, readings=args.readings)
         figures |= broker_outage(work, outage_s=args.outage_s)
+        figures |= kill_while_spooling(work, rate=args.rate)
         figures |= store_outage_file(work, outage_s=args.store_outage_s, rate=args.rate)
+        # A spool of 0.1 MB holds a few seconds of this stream: the rest is back-pressure.
+        figures |= store_outage_file(
+            work, outage_s=20, rate=args.rate, spool_max_mb=0.1, prefix="fault_spool_full"
+        )
         with BenchInfluxd() as influx:
             fault = sigstop(influx.proc)
             figures |= store_outage_influx(

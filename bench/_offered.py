@@ -237,7 +237,8 @@ def hub_point(offer: Offer, rate: float, http: httpx.Client) -> Point:
 
     def done() -> bool:
         last[0] = stored()
-        return last[0] >= expected and len(listener.arrived) >= len(probes.sent)
+        answered = min(len(listener.arrived), len(stored_at))
+        return last[0] >= expected and answered >= len(probes.sent)
 
     ended = _drained(done, offer.drain_s)
     stop.set()

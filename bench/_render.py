@@ -116,6 +116,11 @@ def markdown(
         "",
         "![throughput and p99 latency against offered load](report.png)",
         "",
+        "Drain and paced load can disagree for the counters and Node-RED: a backlog arrives as one "
+        "burst (the broker sends an MQTT 3 client everything at once), paced load does not; the "
+        "`*_live_max_msgs_s` figures are the most each took while paced. The hub's CPU profile at "
+        "saturation (py-spy) is in `profile-single.txt` (`--profile batched`: the 100-reading drain).",
+        "",
         "## Broker settings: no loss (issue 9 item 5)",
         "",
         "A persistent QoS 1 subscriber that is away while messages are published, then comes back:",

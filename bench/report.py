@@ -82,21 +82,25 @@ def saturation(
         data = _fresh_hub_dir(root, registry, f"hub-drain-{k}")
         # The hub publishes the backlog (for every session) while it is paused, then drains first.
         # py-spy on the hub while it drains one-reading messages over the fewest devices (not the
-        # headline set: py-spy's own CPU would be taken from it on this 2-core machine).
-        raw = (
-            root / "hub-profile.raw" if payload == "single" and devices == args.devices[0] else None
-        )
+        # headline set: py-spy's own CPU would be taken from it on this 2-core machine), or with
+        # --profile batched the 100-reading messages (then hub_batched_readings_s pays for it).
+        if args.profile == "single":
+            profiled = payload == "single" and devices == args.devices[0]
+        else:
+            profiled = payload == "100-reading"
+        raw = root / "hub-profile.raw" if profiled else None
         results = {"hub": _drain.drain_hub(broker, data, messages, n * per, raw)}
         if raw is not None and raw.exists():
             summary = _profile.summarise(raw)
-            (args.out / ("profile-quick.txt" if args.quick else "profile.txt")).write_text(
-                f"# py-spy: the hub draining {n:,} one-reading messages over {devices:,} devices\n"
+            name = f"profile-{args.profile}" + ("-quick" if args.quick else "")
+            (args.out / f"{name}.txt").write_text(
+                f"# py-spy: the hub draining {n:,} {payload} messages over {devices:,} devices\n"
                 + summary
             )
         print(f"# {payload} x {n} messages over {devices} devices", file=sys.stderr)
         results["c"] = _drain.drain_c(broker.port, n)
         results["paho"] = _drain.drain_paho(broker.port, n)
-        results["nodered"] = _drain.drain_nodered(broker.port, n)
+        results["nodered"] = _drain.drain_nodered(broker.port, n, args.nodered_s)
         print(f"#   ({time.perf_counter() - t_set:.0f} s)", file=sys.stderr)
         for system, d in results.items():
             readings = d.readings if system == "hub" else d.messages * per
@@ -168,10 +172,16 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        choices=["single", "batched"],
+        default="single",
+        help="which drain py-spy records (default: one-reading messages over the fewest devices)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.devices, args.messages, args.batched, args.registered = [5000], 10_000, 200, 10_000
-        args.seconds, args.probe_rate, args.drain_s = 2.0, 5.0, 4.0
+        args.seconds, args.probe_rate, args.drain_s, args.nodered_s = 2.0, 5.0, 4.0, 10.0
         args.query_devices, args.loss = 1000, 2000
     else:
         args.devices, args.messages, args.batched, args.registered = (
@@ -180,7 +190,7 @@ def main() -> None:
             10_000,
             100_000,
         )
-        args.seconds, args.probe_rate, args.drain_s = 6.0, 10.0, 10.0
+        args.seconds, args.probe_rate, args.drain_s, args.nodered_s = 6.0, 10.0, 10.0, 25.0
         args.query_devices, args.loss = 10_000, 5000
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +237,15 @@ def main() -> None:
         "hub_vs_paho": f"{hub['msgs_s'] / paho['msgs_s']:.2f}",
         "hub_vs_nodered": f"{hub['msgs_s'] / red['msgs_s']:.2f}",
         "hub_vs_c": f"{hub['msgs_s'] / c['msgs_s']:.3f}",
+        # The most each took under paced live load (phase 2): another view of the same limits.
+        **{
+            f"{name}_live_max_msgs_s": f"{max(p.achieved_msgs_s for p in points if p.system == system):.0f}"
+            for name, system in (
+                ("limit_paho", "paho"),
+                ("peer_nodered", "nodered"),
+                ("hub", "hub"),
+            )
+        },
         "hub_batched_readings_s": f"{hub_b['readings_s']:.0f}",
         "hub_cpu_us_per_reading": f"{hub['cpu_us_per_reading']:.1f}",
         "hub_cpu_us_per_reading_batched": f"{hub_b['cpu_us_per_reading']:.2f}",

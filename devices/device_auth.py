@@ -17,7 +17,6 @@ the device posts for itself (`DeviceIdentity.check_path`).
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -70,7 +69,7 @@ def basic_credentials(header: str) -> tuple[str, str]:
         raise DeviceAuthError(msg)
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
         msg = "the Basic credentials are not base64 of UTF-8 'user:secret'"
         raise DeviceAuthError(msg) from exc
     user, colon, secret = decoded.partition(":")

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -145,11 +146,13 @@ def _install_problem_handlers(app: FastAPI) -> None:
         return _problem(422, "Invalid request", detail, request, errors=errors)
 
     @app.exception_handler(OverflowError)
-    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
-        # A number in the request past what the database stores (an id or offset of 2**70): the
-        # driver refuses to bind it. A request error, not a server one (found by tests/fuzz).
-        logger.info("request %s: number out of range: %s", request.url.path, exc)
-        detail = "a number in the request is too large for the hub to look up or store"
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    async def _overflow(request: Request, exc: Exception) -> JSONResponse:
+        # A number in the request past what the database stores (an id or offset of 2**70): SQLite's
+        # driver refuses to bind it (OverflowError), PostgreSQL answers "integer out of range"
+        # (DataError). A request error, not a server one (found by tests/fuzz).
+        logger.info("request %s: value out of range: %s", request.url.path, exc)
+        detail = "a value in the request is too large (or otherwise unfit) for the database"
         return _problem(422, "Invalid request", detail, request)
 
     @app.exception_handler(StarletteHTTPException)
@@ -252,6 +255,7 @@ class Components:
                 else None
             ),
             skew_behind_ms=int(ing.skew_behind_s * 1000),
+            skew_confirm_ms=int(ing.skew_confirm_s * 1000),
             on_flags=[self._flags_to_alerts],
         )
         # Hydrological stations (SL 651-2014 over TCP): their readings join the pipeline's flushes.

@@ -54,15 +54,13 @@ class FeedReports:
         """The waiting reports as feed changes (placed ones only: the feed is the map's)."""
         with self._lock:
             reports, self._pending = self._pending, []
-        return [
-            Change(
-                KEY,
-                r.area or "",
-                {"action": "reported", "at": feed_item(r)["received_at"], "report": feed_item(r)},
-            )
-            for r in reports
-            if r.placed
-        ]
+        out = []
+        for r in reports:
+            if r.placed:
+                item = feed_item(r)
+                entry = {"action": "reported", "at": item["received_at"], "report": item}
+                out.append(Change(KEY, r.area or "", entry))
+        return out
 
     def snapshot(self, sight: Sight) -> list[Item]:
         """Placed reports of the past ``feed_hours`` that a stream of ``sight`` shows, newest first."""

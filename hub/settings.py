@@ -137,6 +137,9 @@ class IngestSettings(_Section):
         title="A device whose newest reading lags this far, steadily, is flagged CLOCK_SKEW",
         description="a backlog (lag shrinking message to message) is not flagged (ingest/skew.py)",
     )
+    skew_confirm_s: float = Field(
+        20, gt=0, title="Wall time over which a steady lag confirms a clock behind"
+    )
     rate_limit_factor: float = Field(
         0,
         ge=0,

@@ -65,8 +65,18 @@ class DeadLetterQuery:
     limit: int = 100
 
 
+def _text(value: str, limit: int | None = None) -> str:
+    """``value`` as every database stores it: PostgreSQL refuses NUL in text and overlong strings.
+
+    A refused row would fail the pipeline's whole flush, so a hostile topic or payload (a NUL byte, a
+    5,000-character device segment) must never reach the database as it came.
+    """
+    clean = value.replace("\x00", "\ufffd")
+    return clean if limit is None else clean[:limit]
+
+
 def _excerpt(payload: bytes) -> str:
-    return payload[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return _text(payload[:EXCERPT_BYTES].decode("utf-8", errors="replace"))
 
 
 class DeadLetterStore:
@@ -97,11 +107,11 @@ class DeadLetterStore:
             rows.append(
                 {
                     "ts": r.raw.received_ms,
-                    "vendor": r.raw.vendor,
-                    "device": device,
-                    "topic": r.raw.topic[:300],
-                    "reason": str(r.error.reason),
-                    "detail": r.error.detail,
+                    "vendor": _text(r.raw.vendor, 64),
+                    "device": _text(device, 64),
+                    "topic": _text(r.raw.topic, 300),
+                    "reason": _text(str(r.error.reason), 32),
+                    "detail": _text(r.error.detail),
                     "payload": _excerpt(r.raw.payload),
                 }
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 BatchHandler = Callable[[ReadingBatch], Awaitable[None]]
 StatusHandler = Callable[[Sequence[StatusChange]], Awaitable[None]]
+
+_REPLAY_READINGS = (
+    50_000  # readings per replay write: spooled batches are a flush each, often small
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,7 @@ class IngestPipeline:
         spool: Spool | None = None,
         rate_limits: RateLimits | None = None,
         skew_behind_ms: int = 3600_000,
+        skew_confirm_ms: int = 20_000,
         on_flags: Sequence[FlagHandler] = (),
     ) -> None:
         """Wire the stages; nothing runs until `run`.
@@ -121,11 +127,15 @@ class IngestPipeline:
         self._ranges = RangeTable.from_registry(registry)
         self.stats = PipelineStats()
         self.limiter = RateLimiter(registry, rate_limits) if rate_limits is not None else None
-        self.skew = SkewWatch(registry.interner, behind_ms=skew_behind_ms)
+        self.skew = SkewWatch(
+            registry.interner, behind_ms=skew_behind_ms, confirm_ms=skew_confirm_ms
+        )
         self._on_flags = list(on_flags)
         self.spool = spool
         self._store_watchers: list[StoreWatcher] = []
         self._health: StoreHealth | None = None  # None: no write yet
+        # Flushes and the replay task report from two worker threads: one change at a time, in order.
+        self._health_lock = threading.Lock()
         # While the store is known to fail, new batches go straight to the spool: only the replay
         # task probes the store, so a flush never waits on a dead store's timeouts.
         self._store_down = False
@@ -165,7 +175,11 @@ class IngestPipeline:
         """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
         self.transport.start()
         flushing: asyncio.Task[int] | None = None
-        replaying = asyncio.create_task(self._replay(), name="ingest.spool.replay")
+        replaying = (
+            asyncio.create_task(self._replay(), name="ingest.spool.replay")
+            if self.spool is not None
+            else None
+        )
         try:
             next_flush = time.monotonic()
             while True:
@@ -178,9 +192,10 @@ class IngestPipeline:
                 flushing = asyncio.ensure_future(self.flush())
                 await asyncio.shield(flushing)
         finally:
-            replaying.cancel()
-            with contextlib.suppress(BaseException):
-                await replaying
+            if replaying is not None:
+                replaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replaying
             with contextlib.suppress(Exception):
                 if flushing is not None and not flushing.done():
                     await flushing
@@ -314,12 +329,12 @@ class IngestPipeline:
                 delay = min(delay * 2, 5.0)
 
     def _replay_one(self) -> bool:
-        """Write the spool's oldest batch to the store; False if the store refused it (worker thread)."""
+        """Write the spool's oldest batches to the store; False if the store refused them (worker thread)."""
         spool = self.spool
-        oldest = spool.oldest() if spool is not None else None
+        oldest = spool.oldest(_REPLAY_READINGS) if spool is not None else None
         if spool is None or oldest is None:
             return True
-        path, batch = oldest
+        paths, batch = oldest
         try:
             new = self.store.write(batch)
         except StoreError as exc:
@@ -328,7 +343,7 @@ class IngestPipeline:
             blocked = self._health is not None and self._health.blocked
             self._report(failing=True, blocked=blocked, error=str(exc))
             return False
-        spool.remove(path)
+        spool.remove(paths)
         self.stats.stored += new
         self.stats.duplicates += len(batch) - new
         self._store_down = False
@@ -337,6 +352,10 @@ class IngestPipeline:
 
     def _report(self, *, failing: bool, blocked: bool, error: str = "") -> None:
         """Keep the store's health; log and tell the watchers when it changes (not on every retry)."""
+        with self._health_lock:
+            self._change_health(failing=failing, blocked=blocked, error=error)
+
+    def _change_health(self, *, failing: bool, blocked: bool, error: str) -> None:
         before = self._health
         if not error and failing and before is not None:
             error = before.error

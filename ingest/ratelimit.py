@@ -145,8 +145,9 @@ class RateLimiter:
         t = self._table
         dev = batch.device
         win = batch.ts // t.window_ms[dev]
-        # Sorted by device, window, time: a window's reports in time order, the latest cut first.
-        order = np.lexsort((batch.ts, win, dev))
+        # Sorted by device, then time (and so by window): a window's reports in time order, the
+        # latest cut first.
+        order = _by_device_then_time(dev, batch.ts)
         d, w, ts = dev[order], win[order], batch.ts[order]
         n = len(order)
         new_group = np.ones(n, dtype=np.bool_)
@@ -310,6 +311,20 @@ class RateLimiter:
         """Devices flagged right now."""
         ids = self._table.ids
         return [ids[i] for i in np.flatnonzero(self.flagged).tolist()]
+
+
+def _by_device_then_time(dev: NDArray[np.int32], ts: NDArray[np.int64]) -> NDArray[np.intp]:
+    """The order of rows by device, then time: one sort of a packed key when it fits in 63 bits.
+
+    A three-key lexsort costs several times one argsort of int64 on a 100,000-row batch.
+    """
+    t0 = int(ts.min())
+    span = int(ts.max()) - t0
+    bits = max(span.bit_length(), 1)
+    if int(dev.max()).bit_length() + bits <= 62 and int(dev.min()) >= 0:
+        key = (dev.astype(np.int64) << np.int64(bits)) | (ts - t0)
+        return np.argsort(key)  # ties are one report: their order does not matter
+    return np.lexsort((ts, dev))
 
 
 def _iso(ms: int) -> str:

@@ -7,12 +7,14 @@ What the hub does with a device time (the choice, documented in the README):
   it is rejected as ``future_timestamp`` (a dead letter);
 - **behind**: readings with old times are normal (a device sending what it buffered while offline
   keeps its original times), so one old reading proves nothing. A clock that runs behind shows as a
-  *steady* lag: the newest reading of every message is about as old as in the previous one, while a
-  backlog catches up (its lag shrinks from message to message). A device whose newest reading lags
-  by more than ``behind_s`` in two consecutive batches, with lags within ``steady_s`` of each other,
-  is judged behind: its readings are kept and flagged ``CLOCK_SKEW`` from then on, until a batch
-  brings a fresh reading. The first such message is stored unflagged: alone it cannot be told from
-  one late delivery;
+  *steady* lag: its newest reading is as old now as it was a while ago, because its times advance
+  with the wall clock, while a backlog being sent catches up (its times advance faster than the
+  wall clock, however slowly it is sent: anything at least twice real time). So a device whose
+  newest reading lags by more than ``behind_ms``, and by the same within ``steady_ms`` as at least
+  ``confirm_ms`` of wall time before, is judged behind: its readings are kept and flagged
+  ``CLOCK_SKEW`` from then on, until a batch brings a reading within ``behind_ms``. Readings before
+  the judgement (the first ``confirm_ms``) are stored unflagged: until then they cannot be told
+  from a late delivery;
 - either way the device's readings with ``CLOCK_SKEW`` are counted per device and the device is
   flagged once (`ingest.flags.DeviceFlag`, which the hub raises as an alert), cleared when a batch of
   the device comes without skew.
@@ -53,13 +55,17 @@ class SkewWatch:
         interner: Interner,
         *,
         behind_ms: int = 3600_000,
-        steady_ms: int = 120_000,
+        steady_ms: int = 20_000,
+        confirm_ms: int = 20_000,
     ) -> None:
-        """Watch the devices of ``interner``; lags over ``behind_ms`` held within ``steady_ms``."""
+        """Watch the devices of ``interner``: lags over ``behind_ms`` held within ``steady_ms``."""
         self._interner = interner
         self.behind_ms = behind_ms
         self.steady_ms = steady_ms
-        self.lag = np.full(0, _NONE, dtype=np.int64)  # newest reading's lag in the last batch
+        self.confirm_ms = confirm_ms
+        # The reference observation per device: its newest reading's lag, and when it was seen.
+        self.lag = np.full(0, _NONE, dtype=np.int64)
+        self.lag_at = np.full(0, _NONE, dtype=np.int64)
         self.behind = np.zeros(0, dtype=np.bool_)
         self.flagged = np.zeros(0, dtype=np.bool_)
         self.skewed = np.zeros(0, dtype=np.int64)  # readings flagged CLOCK_SKEW, per device, ever
@@ -69,6 +75,7 @@ class SkewWatch:
         grow = n - len(self.lag)
         if grow > 0:
             self.lag = np.concatenate([self.lag, np.full(grow, _NONE, dtype=np.int64)])
+            self.lag_at = np.concatenate([self.lag_at, np.full(grow, _NONE, dtype=np.int64)])
             self.behind = np.concatenate([self.behind, np.zeros(grow, dtype=np.bool_)])
             self.flagged = np.concatenate([self.flagged, np.zeros(grow, dtype=np.bool_)])
             self.skewed = np.concatenate([self.skewed, np.zeros(grow, dtype=np.int64)])
@@ -85,11 +92,17 @@ class SkewWatch:
         np.maximum.at(newest, dev[timed], batch.ts[timed])
         seen = np.flatnonzero(newest != _NONE)
         lag = now_ms - newest[seen]
-        prev = self.lag[seen]
+        ref, ref_at = self.lag[seen], self.lag_at[seen]
         late = lag > self.behind_ms
-        steady = (prev != _NONE) & (prev > self.behind_ms) & (np.abs(lag - prev) <= self.steady_ms)
-        self.behind[seen] = late & (steady | self.behind[seen])
-        self.lag[seen] = lag
+        ref_late = (ref_at != _NONE) & (ref > self.behind_ms)
+        due = ref_late & (now_ms - ref_at >= self.confirm_ms)
+        steady = np.abs(lag - ref) <= self.steady_ms
+        # Judged when the reference is old enough; until then the judgement stands as it was.
+        self.behind[seen] = late & np.where(due, steady, self.behind[seen])
+        # A new reference when judged, when not late, or when there was no late reference yet.
+        renew = due | ~late | ~ref_late
+        self.lag[seen[renew]] = lag[renew]
+        self.lag_at[seen[renew]] = now_ms
         quality = batch.quality
         behind_rows = self.behind[dev] & timed
         if behind_rows.any():

@@ -15,7 +15,8 @@ broker holds the rest. Nothing is ever dropped: full means "slow down", never "f
 On disk: one file per batch, ``{sequence:016d}.batch``, written to a temporary name, fsynced, then
 renamed (a crash leaves a whole segment or none). A segment is a header (magic, row count, CRC-32 of
 the body) and the rows as one numpy structured array. A segment that fails its check (bit rot, a
-foreign file) is renamed ``.bad``, counted and skipped, never replayed half.
+foreign file) is renamed ``.bad``, counted and skipped, never replayed half. Replay takes many
+segments at once (`Spool.oldest`), so the store gets few large writes.
 """
 
 from __future__ import annotations
@@ -170,26 +171,49 @@ class Spool:
             self._rows += len(batch)
             self.stats.appended += len(batch)
 
-    def oldest(self) -> tuple[Path, ReadingBatch] | None:
-        """The oldest intact segment and its batch, or None when empty; damaged ones are set aside."""
+    def oldest(self, max_readings: int = 1) -> tuple[list[Path], ReadingBatch] | None:
+        """The oldest segments, up to ``max_readings`` readings, as one batch; None when empty.
+
+        At least one segment is taken, however large; one store write then replays many small
+        batches. Damaged segments are set aside (renamed ``.bad``) and skipped.
+        """
         while True:
             with self._lock:
                 if not self._segments:
                     return None
-                path = next(iter(self._segments))
-            try:
-                return path, decode(path.read_bytes())
-            except (OSError, SpoolError) as exc:
-                logger.error("spool segment %s set aside as .bad: %s", path.name, exc)  # noqa: TRY400 - the cause is in the message
-                with self._lock:
-                    self._forget(path)
-                    self.stats.bad_segments += 1
-                try:
-                    path.rename(path.with_suffix(".bad"))
-                except OSError:
-                    logger.warning("could not rename %s", path, exc_info=True)
+                wanted: list[Path] = []
+                total = 0
+                for path, (_, rows) in self._segments.items():
+                    if wanted and total + rows > max_readings:
+                        break
+                    wanted.append(path)
+                    total += rows
+            read = [(path, self._read(path)) for path in wanted]
+            good = [(path, batch) for path, batch in read if batch is not None]
+            if good:
+                return [p for p, _ in good], ReadingBatch.concat([b for _, b in good])
 
-    def remove(self, path: Path) -> None:
+    def _read(self, path: Path) -> ReadingBatch | None:
+        """A segment's batch; None, and the segment set aside, when it cannot be read or is damaged."""
+        try:
+            return decode(path.read_bytes())
+        except (OSError, SpoolError) as exc:
+            logger.error("spool segment %s set aside as .bad: %s", path.name, exc)  # noqa: TRY400 - the cause is in the message
+            with self._lock:
+                self._forget(path)
+                self.stats.bad_segments += 1
+            try:
+                path.rename(path.with_suffix(".bad"))
+            except OSError:
+                logger.warning("could not rename %s", path, exc_info=True)
+            return None
+
+    def remove(self, paths: list[Path]) -> None:
+        """Forget segments whose batches the store has taken."""
+        for path in paths:
+            self._remove(path)
+
+    def _remove(self, path: Path) -> None:
         """Forget a segment whose batch the store has taken."""
         with self._lock:
             rows = self._forget(path)

@@ -62,6 +62,12 @@ class Reassembler:
             ordered[0][0], b"".join(p[1] for p in ordered), b"".join(p[2] for p in ordered)
         )
 
+    def serial(self, head: Header) -> bytes:
+        """The serial number (2 bytes) of the message a packet belongs to, once packet 1 is in."""
+        partial = self._open.get((head.station, head.function))
+        first = partial.parts.get(1) if partial is not None else None
+        return first[1][:2] if first is not None else b"\x00\x00"
+
     def incomplete(self) -> list[bytes]:
         """The frames of messages still missing packets (dead letters when the station hangs up)."""
         return [p[2] for partial in self._open.values() for p in partial.parts.values()]

@@ -17,8 +17,10 @@ send/confirm, M4 query/answer; a station's mode is its own setting):
   function code, whose body is the report's serial number and the centre's send time, ending in EOT
   (04H, "transmission over, exit") or, with ``keep_online``, ESC (1BH, "transmission over, terminal
   stays online"). A station in mode M1 ignores it.
-* a multi-packet message (SYN, M3): the same confirmation once every packet has arrived, with the
-  serial number of packet 1.
+* a multi-packet message (SYN, M3): each packet that ends with ETB ("more follows") is answered at
+  once with a downlink frame ending ACK (06H, "positive acknowledgement, continue sending"), echoing
+  the packet's count and number; once every packet has arrived and the message is durable, the same
+  confirmation as a single report (EOT/ESC), with the serial number of packet 1.
 * a frame whose CRC fails is not confirmed, so the station sends it again; it is also a dead letter.
 
 A frame cut short by the station hanging up, and packets of a message that never completed, become
@@ -37,6 +39,7 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devices.registry import Registry
 from ingest.codecs.base import DecodeReason
@@ -67,6 +70,7 @@ class Sl651Counters:
     dead_letters: int = 0
     bad_checksums: int = 0
     confirmations: int = 0
+    packet_acks: int = 0
     flushes: int = 0
     flush_errors: int = 0
 
@@ -196,7 +200,7 @@ class Sl651Server:
     # -- running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until cancelled; on cancellation stop accepting, then store what was received."""
+        """Serve until cancelled; then stop accepting and close every station's connection."""
         loop = asyncio.get_running_loop()
         s = self.settings
         self._server = await loop.create_server(
@@ -238,8 +242,11 @@ class Sl651Server:
             return 0
         self._pending = _Pending()
         now_ms = self._now_ms()
-        messages, owners, rejections = self._messages(p, now_ms)
-        decoded = self._decoder.decode(messages, now_ms)
+        # The bulk numpy work runs in a worker thread so the event loop (the HTTP API, the other
+        # stations' sockets) is never held by a large flush; flushes run one at a time.
+        ok = await asyncio.to_thread(fr.checksums_ok, p.frames)
+        messages, owners, rejections = self._messages(p, ok, now_ms)
+        decoded = await asyncio.to_thread(self._decoder.decode, messages, now_ms)
         rejections.extend(decoded.rejections)
         taken = Taken(decoded.batch, rejections, [], [], len(p.frames))
         try:
@@ -259,10 +266,9 @@ class Sl651Server:
         return len(decoded.batch)
 
     def _messages(
-        self, p: _Pending, now_ms: int
+        self, p: _Pending, ok: NDArray[np.bool_], now_ms: int
     ) -> tuple[list[Message], list[_Connection], list[Rejection]]:
-        """Frames whose CRC holds, joined into messages; the others as dead letters."""
-        ok = fr.checksums_ok(p.frames)
+        """Frames whose CRC holds (``ok``), joined into messages; the others as dead letters."""
         rejections = p.rejections
         messages: list[Message] = []
         owners: list[_Connection] = []
@@ -287,7 +293,30 @@ class Sl651Server:
             if message is not None:
                 messages.append(message)
                 owners.append(conn)
+            elif head.end == fr.ETB:
+                self._ack_packet(conn, head)
         return messages, owners, rejections
+
+    def _ack_packet(self, conn: _Connection, head: fr.Header) -> None:
+        """Confirm one packet of a multi-packet message at once: ACK, "received, send the next".
+
+        The packet is confirmed as received, not as stored (the message is stored, and confirmed
+        with EOT/ESC, once its last packet is in). The frame echoes the packet's count and number
+        after SYN, then the message's serial and the centre's time.
+        """
+        body = conn.packets.serial(head) + fr.bcd_time(self._clock(), self._zone)
+        reply = fr.build(
+            station=head.station,
+            function=head.function,
+            body=body,
+            centre=head.centre,
+            password=head.password,
+            downlink=True,
+            end=fr.ACK,
+            packet=(head.packets, head.packet),
+        )
+        if conn.send(reply):
+            self.counters.packet_acks += 1
 
     def _confirm(self, messages: list[Message], owners: list[_Connection]) -> None:
         """The confirmation frame of each message, sent once its readings are durable."""

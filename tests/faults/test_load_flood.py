@@ -35,7 +35,10 @@ def limited_hub(private_broker: Broker, tmp_path: Path) -> Iterator[ServedHub]:
         data_dir=data,
         mqtt=MqttSettings(embedded=False, host=private_broker.host, port=private_broker.port),
         http=HttpSettings(port=free_port()),
-        ingest=IngestSettings(rate_limit_factor=10, rate_limit_window_intervals=10),
+        # A clock behind is confirmed after 1 s of steady lag here (20 s by default).
+        ingest=IngestSettings(
+            rate_limit_factor=10, rate_limit_window_intervals=10, skew_confirm_s=1
+        ),
     )
     registry = Registry(settings.registry)
     load_shipped(registry)
@@ -147,12 +150,12 @@ def test_clocks_two_hours_off_are_flagged_and_counted_not_misfiled_quietly(
         # Ahead: flagged per reading by the decoder at once.
         now = int(time.time() * 1000)
         sent += pub.send([_noise("ahead-1", now + two_h)])
-        # Behind: three messages a flush or more apart, each two hours old (a steady lag).
+        # Behind: three messages more than the confirmation time apart, each two hours old.
         for _ in range(3):
             now = int(time.time() * 1000)
             sent += pub.send([_noise("behind-1", now - two_h), _noise("calm-0", now)])
             _settle(hub, sent)
-            time.sleep(0.1)
+            time.sleep(1.2)
     health = _settle(hub, sent)
     t = int(time.time() * 1000)
     ahead = _readings(hub, "ahead-1", t, t + 3 * 3600_000)

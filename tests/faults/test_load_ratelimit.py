@@ -144,7 +144,7 @@ def test_no_limit_for_a_device_the_registry_no_longer_has(registry: Registry) ->
 def test_a_clock_two_hours_behind_is_flagged_after_its_second_message(
     registry: Registry,
 ) -> None:
-    watch = SkewWatch(registry.interner, behind_ms=3600_000, steady_ms=120_000)
+    watch = SkewWatch(registry.interner, behind_ms=3600_000, steady_ms=20_000, confirm_ms=20_000)
     dev = _index(registry, "noise-0")
     ok = _index(registry, "noise-1")
     behind = 2 * 3600_000
@@ -170,11 +170,20 @@ def test_a_clock_two_hours_behind_is_flagged_after_its_second_message(
 
 
 def test_a_backlog_catching_up_is_not_a_slow_clock(registry: Registry) -> None:
-    watch = SkewWatch(registry.interner, behind_ms=3600_000, steady_ms=120_000)
+    watch = SkewWatch(registry.interner, behind_ms=3600_000, steady_ms=20_000, confirm_ms=20_000)
     dev = _index(registry, "noise-2")
     # Three hours buffered, sent over three flushes: the newest reading's lag shrinks fast.
     for k, newest_lag in enumerate((3 * 3600_000, 2 * 3600_000 - 7, 60_000)):
         now = NOW + k * 20
+        ts = now - newest_lag - 60_000 * np.arange(30)[::-1]
+        result = watch.apply(ReadingBatch.from_columns([dev] * 30, [0] * 30, ts, [1.0] * 30), now)
+        assert result.flags == []
+        assert result.skewed == 0
+    # Four hours sent slowly, at ten times real time, a batch every 30 s: still not a slow clock.
+    dev = _index(registry, "noise-3")
+    for k in range(8):
+        now = NOW + k * 30_000
+        newest_lag = 4 * 3600_000 - k * 270_000
         ts = now - newest_lag - 60_000 * np.arange(30)[::-1]
         result = watch.apply(ReadingBatch.from_columns([dev] * 30, [0] * 30, ts, [1.0] * 30), now)
         assert result.flags == []

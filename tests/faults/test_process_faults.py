@@ -80,3 +80,28 @@ def test_a_full_disk_holds_acknowledgements_raises_red_and_corrupts_nothing(
     assert figures["fault_disk_full_lost"] == 0
     assert figures["fault_disk_full_dup"] == 0
     assert figures["fault_disk_full_reopened"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_full_spool_falls_back_to_back_pressure_raises_red_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    require_root()
+    figures = faults.store_outage_file(
+        tmp_path, outage_s=STORE_OUTAGE_S, rate=500, spool_max_mb=0.05, prefix="spool_full"
+    )
+    assert figures["spool_full_spooled"] > 0  # the spool took what it could
+    assert figures["spool_full_blocked"] == 1  # then the broker kept the rest
+    assert figures["spool_full_alert_level"] == 4
+    assert figures["spool_full_alert_cleared"] == 1
+    assert figures["spool_full_lost"] == 0
+    assert figures["spool_full_dup"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_readings_spooled_then_killed_are_replayed_by_the_next_process(tmp_path: Path) -> None:
+    require_root()
+    figures = faults.kill_while_spooling(tmp_path, rate=500)
+    assert figures["fault_kill_spooling_segments_left"] > 0  # the crash left a spool behind
+    assert figures["fault_kill_spooling_lost"] == 0
+    assert figures["fault_kill_spooling_dup"] == 0

@@ -54,15 +54,33 @@ def test_batches_come_back_oldest_first_and_survive_a_reopen(tmp_path: Path) -> 
     assert (len(again), again.readings, again.bytes) == (3, 300, spool.bytes)
     seen = []
     while (oldest := again.oldest()) is not None:
-        path, b = oldest
+        paths, b = oldest
         seen.append(int(b.ts[0]))
         assert same(b, batch(len(seen) * 100 - 100, 100))
-        again.remove(path)
+        again.remove(paths)
     assert seen == sorted(seen)
     assert (len(again), again.readings, again.bytes, again.stats.replayed) == (0, 0, 0, 300)
     assert list((tmp_path / "spool").iterdir()) == []
     again.append(batch(0, 1))  # numbering goes on after the highest segment ever seen
     assert len(again) == 1
+
+
+def test_replay_takes_many_small_segments_as_one_batch_up_to_a_bound(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    for k in range(10):
+        spool.append(batch(k * 5, 5))
+    oldest = spool.oldest(max_readings=23)
+    assert oldest is not None
+    paths, b = oldest
+    assert (len(paths), len(b)) == (4, 20)  # whole segments only, never past the bound
+    assert same(b, batch(0, 20))
+    spool.remove(paths)
+    assert spool.readings == 30
+    huge = Spool(tmp_path / "huge", max_bytes=1 << 20)
+    huge.append(batch(0, 500))
+    taken = huge.oldest(max_readings=10)  # a segment larger than the bound still comes whole
+    assert taken is not None
+    assert len(taken[1]) == 500
 
 
 def test_a_full_spool_refuses_with_its_figures_and_keeps_what_it_has(tmp_path: Path) -> None:
@@ -91,9 +109,10 @@ def test_a_damaged_segment_is_set_aside_and_the_rest_replayed(tmp_path: Path) ->
     spool.append(batch(10, 10))
     first = sorted(tmp_path.glob("*.batch"))[0]
     first.write_bytes(first.read_bytes()[:-1])  # bit rot / a foreign hand
-    oldest = spool.oldest()
+    oldest = spool.oldest(max_readings=1000)
     assert oldest is not None
     assert same(oldest[1], batch(10, 10))
+    assert oldest[0] == sorted(tmp_path.glob("*.batch"))
     assert spool.stats.bad_segments == 1
     assert first.with_suffix(".bad").exists()
     assert spool.readings == 10

@@ -29,3 +29,11 @@ def test_api_fuzz_finds_no_server_error_and_only_problem_details(hub: ServedHub)
     assert result["server_errors"] == 0
     assert result["not_problems"] == 0
     assert hub.thread.is_alive()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(900)
+def test_api_fuzz_on_postgresql(pg_hub: ServedHub):
+    token = str(pg_hub.http.headers["Authorization"]).split()[1]
+    result = fuzz_api(pg_hub.url, token, examples=EXAMPLES)
+    assert result["failures"] == []

@@ -31,7 +31,7 @@ PROFILES = sorted(
 )
 REASONS = {str(r) for r in DecodeReason}
 BUDGET = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -116,6 +116,7 @@ def test_reports_appear_on_the_map_from_the_snapshot_and_live(
         )
         assert f"#{during['id']}" in tip
         assert "open manhole" in tip
+        assert "Citizen report" in screen.page.inner_text("#legend")
         screen.shot("screen-reports")
     finally:
         screen.close()

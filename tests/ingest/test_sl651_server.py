@@ -263,9 +263,21 @@ async def test_multi_packet_message_confirmed_once_complete(running: Running) ->
     )
     reader, writer = await running.connect()
     writer.write(b"".join(packets[:-1]))
-    await writer.drain()
-    await wait_for(lambda: running.server.counters.frames >= len(packets) - 1)
+    # Each packet but the last is acknowledged at once: ACK, its count and number, the serial.
+    acks = await read_frames(reader, len(packets) - 1)
+    for k, ack in enumerate(acks, start=1):
+        head = fr.header(ack)
+        assert head.downlink
+        assert (head.start, head.end, head.packets, head.packet) == (
+            fr.SYN,
+            fr.ACK,
+            len(packets),
+            k,
+        )
+        assert ack[17:19] == (42).to_bytes(2, "big")
+        assert fr.crc16(ack[:-2]) == int.from_bytes(ack[-2:], "big")
     assert running.server.counters.confirmations == 0
+    assert running.submit.stored == 0  # nothing stored before the message is whole
     writer.write(packets[-1])
     [reply] = await read_frames(reader, 1)
     assert reply == expected_confirmation(RAIN, 0x32, 42)

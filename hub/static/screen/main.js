@@ -14,7 +14,7 @@ import { AlertCameras } from "./alertcams.js";
 import { Cue } from "./cue.js";
 import { ResponseState, IncidentPanel, WarningBand, UNIT_STATUSES, warningBadge } from "./response.js";
 import { ResponseLayer, UNIT_COLOURS } from "./responsemap.js";
-import { ReportLayer } from "./reports.js";
+import { ReportLayer, reportLegend } from "./reports.js";
 import { t, pick, applyStatic, setLanguage, language, onLanguage, clock } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -327,6 +327,7 @@ function legend() {
     `<b>${t("cameras")}</b>`,
     ...CAMERA_STATES.map((st) => dot(CAMERA_COLOURS[st], t("cam." + st), true)),
     `<span><i class="tri"></i>${t("incident")}</span>`,
+    reportLegend(),
     `<b>${t("unitsHead")}</b>`,
     ...UNIT_STATUSES.map((st) => dot(UNIT_COLOURS[st], t("ustatus." + st))),
   ].join("");

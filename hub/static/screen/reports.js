@@ -33,6 +33,11 @@ function label(key) {
   return LABELS[lang][key] ?? LABELS.en[key] ?? key;
 }
 
+/** The legend's entry for report pins. */
+export function reportLegend() {
+  return `<span><i style="background:${REPORT_COLOUR}"></i>${label("report")}</span>`;
+}
+
 export class ReportLayer {
   constructor(map) {
     this.map = map;
