@@ -20,7 +20,6 @@ from alerts.errors import AlertNotFoundError, InvalidAlertRequestError
 from alerts.events import Level
 from alerts.incident_records import IncidentQuery, NewPhoto
 from alerts.incidents import IncidentAction, IncidentState, roles_for
-from alerts.report_pdf import pdf_report
 from alerts.reports import html_report
 from alerts.response import ResponseService
 from alerts.response_views import (
@@ -485,6 +484,8 @@ def report_html(principal: Reader, service: ResponseDep, incident_id: IncidentId
 def report_pdf(principal: Reader, service: ResponseDep, incident_id: IncidentId) -> Response:
     """The same record as the HTML page, as an A4 PDF."""
     incident = service.visible_incident(principal, incident_id)
+    from alerts.report_pdf import pdf_report  # noqa: PLC0415 - reportlab only when a PDF is asked for
+
     body = pdf_report(service.record(incident), service.tz)
     name = f"incident-{incident.id}-{at(incident.updated_ms):%Y%m%d}.pdf"
     return Response(

@@ -155,7 +155,8 @@ def giant_array(rng: random.Random, payload: bytes) -> bytes:
     try:
         doc = json.loads(payload)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
-        return b"[" + b",".join([payload] * 1000) + b"]"
+        copies = max(1, min(1000, HUB_MAX_PAYLOAD // (len(payload) + 1)))  # a giant, not a gigabyte
+        return b"[" + b",".join([payload] * copies) + b"]"
     items = _largest_list(doc)
     if not items:
         return b"[" + b",".join([b"0"] * 5000) + b"]"

@@ -20,20 +20,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
 import numpy as np
 import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
 from numpy.typing import NDArray
 
 from ingest.errors import StoreError
 from ingest.store.influxconf import InfluxSettings
+
+if TYPE_CHECKING:
+    from influxdb_client.client.influxdb_client import InfluxDBClient
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +136,11 @@ class InfluxHttp:
         self._client: InfluxDBClient | None = None
         self._write_api: Any = None
         if api == "v2":
+            # influxdb-client only for the v2 write path: a hub on its embedded store or on
+            # InfluxDB 1.x never loads it (13 MB and 0.2 s of start-up).
+            from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: PLC0415
+            from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415
+
             self._client = InfluxDBClient(
                 url=self.url,
                 token=settings.token.get_secret_value() if settings.token else "",
@@ -262,6 +266,9 @@ class InfluxHttp:
         return 0
 
     def _write_v2(self, lines: bytes, precision: Precision) -> None:
+        from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415
+        from influxdb_client.rest import ApiException  # noqa: PLC0415
+
         try:
             self._write_api.write(
                 bucket=self.settings.write_bucket,
