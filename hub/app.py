@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -54,6 +55,7 @@ from hub.settings import HubSettings
 from hub.state import LiveState
 from hub.store_alarm import StoreAlarm
 from hub.stores import open_store
+from hub.supervise import TaskWatch
 from hub.video_wiring import VideoWiring
 from ingest import api as ingest_api
 from ingest import codecs, uplink_api
@@ -464,12 +466,14 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
     *,
     before_shutdown: Sequence[Callable[[], None]] = (),
     cameras: CameraSource | None = None,
+    on_task_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The hub's ASGI app; components start with the app's lifespan.
 
     ``before_shutdown`` runs first when the app stops, while the broker is still up (the demo stops
     its simulator there, so it does not see the broker vanish under it). ``cameras`` feeds the
-    situation feed's cameras (none by default).
+    situation feed's cameras (none by default). ``on_task_failure(reason)`` is called when one of
+    the hub's tasks fails (hub/supervise.py); by default the process sends itself SIGTERM.
     """
     settings = settings or HubSettings()
 
@@ -512,9 +516,16 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             tasks.append(asyncio.create_task(components.sl651.run(), name="ingest.sl651"))
         if components.influx_sink is not None:
             tasks.append(asyncio.create_task(components.influx_sink.run(), name="influx.sink"))
+        # One that fails stops the hub (``on_task_failure``: `hub run` stops its server and exits
+        # non-zero; else SIGTERM to ourselves, uvicorn's graceful stop), see hub/supervise.py.
+        app.state.task_watch = watch = TaskWatch(
+            on_task_failure or (lambda _why: signal.raise_signal(signal.SIGTERM))
+        )
+        watch.watch(tasks)
         try:
             yield
         finally:
+            watch.stopping()
             for hook in before_shutdown:
                 await asyncio.to_thread(hook)
             for t in tasks:

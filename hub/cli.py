@@ -88,19 +88,35 @@ def _logging(verbose: bool) -> None:
 def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] = ()) -> None:
     from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
 
-    uvicorn.run(
-        create_app(settings, before_shutdown=before_shutdown),
-        host=settings.http.host,
-        port=settings.http.port,
-        log_level="warning",
-        ws="websockets-sansio",
-        # HTTPS and WSS when a certificate is configured (README: TLS).
-        ssl_certfile=settings.http.tls_certfile,
-        ssl_keyfile=settings.http.tls_keyfile,
-        # Feed frames are encoded once and shared by every screen; per-connection compression
-        # would redo that work per screen (zlib on megabytes a second per screen).
-        ws_per_message_deflate=False,
+    servers: list[uvicorn.Server] = []
+
+    def stop_serving(_reason: str) -> None:  # a hub task failed (hub/supervise.py)
+        servers[0].should_exit = True
+
+    hub = create_app(settings, before_shutdown=before_shutdown, on_task_failure=stop_serving)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            hub,
+            host=settings.http.host,
+            port=settings.http.port,
+            log_level="warning",
+            ws="websockets-sansio",
+            # HTTPS and WSS when a certificate is configured (README: TLS).
+            ssl_certfile=settings.http.tls_certfile,
+            ssl_keyfile=settings.http.tls_keyfile,
+            # Feed frames are encoded once and shared by every screen; per-connection compression
+            # would redo that work per screen (zlib on megabytes a second per screen).
+            ws_per_message_deflate=False,
+        )
     )
+    servers.append(server)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn logged why (a port in use, the lifespan's start failed)
+    watch = getattr(hub.state, "task_watch", None)
+    if watch is not None and watch.failure is not None:
+        console.print(f"[red]hub stopped:[/red] {watch.failure}")
+        raise typer.Exit(70)  # EX_SOFTWARE, non-zero: the supervisor restarts the hub
 
 
 @app.command()
