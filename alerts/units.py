@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from numpy.typing import NDArray
 
 from alerts._response_tables import LIVE_DISPATCH, ResponseDb, dispatches_table, units_table
 from alerts.errors import InvalidAlertRequestError, ResponseConflictError, ResponseNotFoundError
 from devices.areas import scope_clause
+from devices.geo import haversine_m
 
-EARTH_RADIUS_M = 6_371_008.8
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -88,17 +87,6 @@ class Suggestion:
     unit: Unit
     distance_m: float
     eta_s: float
-
-
-def haversine_m(
-    lat: float, lon: float, lats: NDArray[np.float64], lons: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Great-circle distances (m) from one point to many, in one vectorised pass."""
-    p1, p2 = np.radians(lat), np.radians(lats)
-    dphi = p2 - p1
-    dlmb = np.radians(lons - lon)
-    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    return np.asarray(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))
 
 
 def rank(

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -44,6 +44,7 @@ from hub.device_flags import flag_events
 from hub.embedded_broker import EmbeddedBroker
 from hub.feed import CameraSource, SituationFeed
 from hub.feed_reports import FeedWithReports
+from hub.filters import check_name_filters
 from hub.influx_sink import InfluxSink
 from hub.limits import BodyLimit
 from hub.live import HubLiveView
@@ -538,6 +539,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         version="0.1.0",
         description="City sensing and emergency-monitoring hub: devices, readings, rejects.",
         lifespan=lifespan,
+        # A filter by area, device, vendor... that cannot be a name gets a 422 (hub/filters.py).
+        dependencies=[Depends(check_name_filters)],
     )
     _install_problem_handlers(app)
     # Outermost: a body over its limit, or JSON nested past any real document, is refused unread.

@@ -21,7 +21,7 @@ import shapely
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-EARTH_RADIUS_M = 6_371_008.8  # the IUGG mean radius
+from devices.geo import chord_for, ground_for, to_xyz
 
 Mask = NDArray[np.bool_]
 
@@ -42,25 +42,6 @@ class Hit:
     distance_m: float
     bearing_deg: float
     facing: bool | None
-
-
-def to_xyz(lat: NDArray[np.float64], lon: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Positions on the sphere of radius `EARTH_RADIUS_M`, shape ``(n, 3)``."""
-    la, lo = np.radians(lat), np.radians(lon)
-    cos_la = np.cos(la)
-    return np.column_stack((cos_la * np.cos(lo), cos_la * np.sin(lo), np.sin(la))) * EARTH_RADIUS_M
-
-
-def chord_for(distance_m: float) -> float:
-    """The straight-line distance between two points ``distance_m`` apart along the ground."""
-    half_angle = min(distance_m, np.pi * EARTH_RADIUS_M) / (2 * EARTH_RADIUS_M)
-    return float(2 * EARTH_RADIUS_M * np.sin(half_angle))
-
-
-def ground_for(chord_m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Ground distances for straight-line distances."""
-    ratio = np.clip(chord_m / (2 * EARTH_RADIUS_M), 0.0, 1.0)
-    return 2 * EARTH_RADIUS_M * np.arcsin(ratio)
 
 
 class CameraIndex:

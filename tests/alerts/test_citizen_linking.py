@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alerts.citizen_linking import EARTH_RADIUS_M, Places, centroid, near
+from alerts.citizen_linking import Places, centroid, near
 from alerts.citizen_reports import _clusters
+from devices.geo import EARTH_RADIUS_M
 
 
 def _haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

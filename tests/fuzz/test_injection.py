@@ -2,7 +2,8 @@
 
 Every GET operation of the OpenAPI document is called with injection strings in each of its string
 query parameters and path parameters, as the administrator (who sees everything, so a filter widened
-by an injection would show). The answer must be a 4xx problem, or a 2xx whose lists are empty; and
+by an injection would show). A filter by a name (area, device, vendor, metric...: hub/filters.py) must
+answer 422 with the parameter named; any other a 4xx problem, or a 2xx whose lists are empty; and
 afterwards the hub holds exactly what it held before: devices, users, rules, readings, dead letters.
 The readings route is the one filter that reaches InfluxQL (``ingest/store/influx.py``): it runs
 against a hub on the real InfluxDB too.
@@ -20,6 +21,7 @@ import pytest
 
 from devices.loader import load_shipped
 from devices.registry import Registry
+from hub.filters import NAME_FILTERS
 from hub.settings import HttpSettings, HubSettings, MqttSettings, StoreSettings
 from tests.conftest import Broker, free_port
 from tests.hub.conftest import CITY, ServedHub
@@ -108,6 +110,10 @@ def inject_everywhere(hub: ServedHub) -> int:
         calls += 1
         where = f"GET {path} {name}={query.get(name, '(path)')!r}: {r.status_code} {r.text[:200]}"
         assert r.status_code < 500, where
+        if name in NAME_FILTERS and name in query:
+            # Filters by a name refuse what cannot be one (hub/filters.py), with its reason.
+            assert r.status_code == 422, where
+            assert name in r.json()["detail"], where
         if r.status_code >= 400:
             assert r.headers["content-type"].startswith("application/problem+json"), where
         else:

@@ -10,7 +10,8 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from video.index import EARTH_RADIUS_M, CameraIndex
+from devices.geo import EARTH_RADIUS_M
+from video.index import CameraIndex
 
 
 def haversine(lat1: float, lon1: float, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
