@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from alerts._response_tables import metadata as response_metadata
 from alerts._tables import metadata as alert_metadata
@@ -147,6 +148,15 @@ def _legacy_to_first_revision(engine: sa.Engine, tables: set[str]) -> None:
     if "area" not in columns:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE users ADD COLUMN area VARCHAR(300)"))
+
+
+def head_revision() -> str:
+    """The newest revision of the hub's migrations (what `upgrade` brings a database to)."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        msg = f"no migrations in {MIGRATIONS}"
+        raise RuntimeError(msg)
+    return head
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from devices.access import Principal, Role
 from devices.areas import Area, AreaLevel, AreaTree, path_parent, within
@@ -128,26 +125,3 @@ def test_an_area_bound_account_carries_its_area(db_url: str) -> None:
     users.update_user("town", area="demo/hill")
     assert users.authenticate(token.token) is None
     assert users.update_user("town", clear_area=True).area is None
-
-
-def test_a_users_table_from_before_areas_gets_the_column(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE users (name VARCHAR(64) PRIMARY KEY, role VARCHAR(16) NOT NULL, "
-                "vendor VARCHAR(64), password_hash VARCHAR(200) NOT NULL, disabled BOOLEAN NOT NULL, "
-                "created DATETIME NOT NULL)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO users VALUES ('old', 'viewer', NULL, 'x', 0, '2026-01-01 00:00:00')"
-            )
-        )
-    engine.dispose()
-    users = UserStore(url)
-    assert users.user("old").area is None
-    users.create_user("new", Role.OFFICER, area="demo")
-    assert users.user("new").area == "demo"

@@ -19,9 +19,9 @@ from alembic.migration import MigrationContext
 
 from alerts.store import AlertStore
 from devices.registry import Registry
-from hub.db import SCHEMA, compare_server_default, current, downgrade, upgrade
+from hub.db import SCHEMA, compare_server_default, current, downgrade, head_revision, upgrade
 
-HEAD = "0002"  # the newest revision (hub/migrations/versions)
+HEAD = head_revision()  # the newest revision (hub/migrations/versions)
 
 
 def _diff(url: str) -> list[Any]:
@@ -189,17 +189,7 @@ def test_a_database_made_before_accounts_had_areas_gets_the_column(tmp_path: Pat
     finally:
         engine.dispose()
     assert "area" in columns
-    assert current(url) == _head()
-
-
-def _head() -> str:
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
-
-    from hub.db import alembic_config  # noqa: PLC0415
-
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None
-    return head
+    assert current(url) == HEAD
 
 
 @pytest.mark.parametrize(
@@ -227,5 +217,5 @@ def test_processes_upgrading_at_once_take_turns(
     ]
     done = [(run.communicate(timeout=180)[1], run.returncode) for run in runs]
     assert [err for err, code in done if code != 0] == []
-    assert current(url) == _head()
+    assert current(url) == HEAD
     assert _diff(url) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hub.db import current
+from hub.db import current, head_revision
 from hub.settings import HttpSettings, HubSettings, MqttSettings
 from tests.conftest import Broker, free_port
 from tests.hub.conftest import ServedHub
@@ -37,7 +37,7 @@ def pg_hub(private_broker: Broker, tmp_path: Path, postgres_url: str) -> Iterato
 def test_the_hub_migrates_postgresql_at_start_and_works_on_it(
     pg_hub: ServedHub, postgres_url: str
 ) -> None:
-    assert current(postgres_url) == "0001"
+    assert current(postgres_url) == head_revision()
     assert not (pg_hub.settings.data_dir / "hub.db").exists()  # nothing went to SQLite
     r = pg_hub.http.post(
         "/api/v1/devices", json={"id": "wl-77777", "profile": "hydrox-wl", "vendor": "hydrox"}
