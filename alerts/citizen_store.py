@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from alerts.citizen_linking import Places
 from alerts.citizen_records import Link, NewReport, Report, ReportQuery, StoredPhoto
 from alerts.citizen_tables import metadata, report_links_table, report_photos_table, reports_table
+from devices.areas import scope_clause
 
 _R = reports_table.c
 
@@ -235,15 +236,7 @@ class ReportStore:
         if q.placed is not None:
             where.append(_R.lat.is_not(None) if q.placed else _R.lat.is_(None))
         if q.within is not None:
-            where.append(
-                sa.or_(
-                    sa.false(),
-                    *(
-                        sa.or_(_R.area == p, _R.area.startswith(p + "/", autoescape=True))
-                        for p in q.within
-                    ),
-                )
-            )
+            where.append(scope_clause(_R.area, q.within))
         if q.linked_alert is not None:
             linked = sa.select(report_links_table.c.report_id).where(
                 report_links_table.c.kind == "alert",

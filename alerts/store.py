@@ -58,6 +58,7 @@ from alerts.lifecycle import (
 )
 from alerts.webhook import Delivery, Outcome
 from devices.access import Role
+from devices.areas import scope_clause
 
 logger = logging.getLogger(__name__)
 
@@ -569,8 +570,7 @@ class AlertStore:
         if q.min_level is not None:
             where.append(c.level >= int(q.min_level))
         if q.area:
-            prefix = q.area.rstrip("/")
-            where.append(sa.or_(c.area == prefix, c.area.startswith(prefix + "/", autoescape=True)))
+            where.append(scope_clause(c.area, [q.area.rstrip("/")]))
         for column, value in ((c.kind, q.kind), (c.rule, q.rule), (c.device, q.device)):
             if value is not None:
                 where.append(column == value)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from devices.areas import scope_clause
 from devices.errors import InvalidDefinitionError, NotFoundError
 from devices.intern import DeviceEntry, Interner
 from devices.profiles import Device, DeviceProfile, DeviceStatus, Vendor
@@ -480,13 +481,7 @@ class Registry:
         if query.status:
             cond.append(devices_table.c.status == query.status.value)
         if query.area:
-            area = query.area.rstrip("/")
-            cond.append(
-                sa.or_(
-                    devices_table.c.area == area,
-                    devices_table.c.area.startswith(area + "/", autoescape=True),
-                )
-            )
+            cond.append(scope_clause(devices_table.c.area, [query.area.rstrip("/")]))
         where = sa.and_(sa.true(), *cond)
         with self.engine.connect() as conn:
             total = conn.execute(
