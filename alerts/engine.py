@@ -350,10 +350,12 @@ class RuleEngine:
                 )
                 for name, arr in data.items():
                     arrays[f"r{i}.{name}"] = arr
-            arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-            buf = io.BytesIO()
-            np.savez(buf, allow_pickle=False, **arrays)
-            return buf.getvalue()
+        # Archived outside the lock: the exports are copies, and writing the archive (tens of ms
+        # for a city's state) under it would hold every batch's evaluation for that long.
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, **arrays)
+        return buf.getvalue()
 
     @classmethod
     def restore(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -196,7 +197,9 @@ async def login(request: Request, users: UsersDep) -> TokenOut:
     limiter = _login_limiter(request)
     address = request.client.host if request.client is not None else ""
     limiter.check(username, address)
-    issued = users.login(username, password)
+    # In a thread: checking a password hash is made to be slow (tens of ms), and on the event loop
+    # it would stall ingestion and every screen's feed for that long.
+    issued = await asyncio.to_thread(users.login, username, password)
     if issued is None:
         limiter.failed(username, address)
         msg = "wrong user name or password, or the account is disabled"

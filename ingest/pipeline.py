@@ -7,7 +7,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from devices.registry import Registry
@@ -57,6 +59,17 @@ StoreWatcher = Callable[[StoreHealth], None]
 """Called (on a worker thread) whenever `StoreHealth.failing` or `StoreHealth.blocked` changes."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A batch taken from the consumer, flagged, with its store write queued."""
+
+    taken: Taken
+    submitted: list[tuple[Taken, asyncio.Future[None]]]
+    flags: list[DeviceFlag]
+    started: float
+    persisting: asyncio.Future[int]
+
+
 @dataclass(slots=True)
 class PipelineStats:
     """What the pipeline has done, for health checks and metrics."""
@@ -78,12 +91,13 @@ class IngestPipeline:
     """Moves decoded readings to the store and acknowledges their messages only once they are durable.
 
     The consumer decodes on the transport thread; this task takes what it decoded every
-    ``flush_interval`` seconds, flags ranges, and starts writing the batch in a worker thread; while
-    the store writes, the ``on_received`` handlers see the batch (live state, screens, rules: what
-    people watch should not wait for the disk); then it writes dead letters, acknowledges, and awaits
-    the ``on_batch`` handlers (what must see only durable readings). A slow store or handler delays
-    acknowledgements, and the broker's Receive Maximum then stops delivery: back-pressure, never a
-    silent drop.
+    ``flush_interval`` seconds, flags ranges, floods and clocks, queues the batch's write on the
+    writer thread and hands it at once to the ``on_received`` handlers (live state, screens, rules:
+    what people watch should not wait for the disk), then takes the next batch without waiting for
+    the write. Behind that, in order, each batch's dead letters are written, its messages are
+    acknowledged, and the ``on_batch`` handlers (what must see only durable readings) are awaited.
+    A slow store or handler delays acknowledgements, and the broker's Receive Maximum then stops
+    delivery: back-pressure, never a silent drop.
 
     With a ``spool`` (`ingest.spool`), a batch the store refuses is made durable there instead and
     acknowledged, so the hub keeps receiving, and rules keep firing, through a store outage; a replay
@@ -109,9 +123,11 @@ class IngestPipeline:
         skew_behind_ms: int = 3600_000,
         skew_confirm_ms: int = 20_000,
         on_flags: Sequence[FlagHandler] = (),
+        max_in_flight: int = 32,
     ) -> None:
         """Wire the stages; nothing runs until `run`.
 
+        ``max_in_flight`` bounds the batches taken but not yet durable (see `run`).
         ``rate_limits`` None leaves devices unlimited (`ingest.ratelimit`); ``on_flags`` hears of
         devices flagged for flooding or a wrong clock (`ingest.flags`, `ingest.skew`).
         """
@@ -141,6 +157,14 @@ class IngestPipeline:
         self._store_down = False
         # Readings decoded off the MQTT path (HTTP uplinks), each with the future its sender awaits.
         self._submitted: list[tuple[Taken, asyncio.Future[None]]] = []
+        # Batches handed to the received handlers whose write or acknowledgement is pending, oldest
+        # first; each one's finish awaits the one before it.
+        self.max_in_flight = max_in_flight
+        self._in_flight: deque[asyncio.Future[int]] = deque()
+        self._write_thread: ThreadPoolExecutor | None = None
+        # Batches staged while a write runs (they go together in the next one), and whether one runs.
+        self._unwritten: list[tuple[Taken, asyncio.Future[int]]] = []
+        self._writing = False
 
     def add_batch_handler(self, handler: BatchHandler) -> None:
         """Also hand every stored batch to ``handler`` (after those given at construction)."""
@@ -172,9 +196,17 @@ class IngestPipeline:
         return done
 
     async def run(self) -> None:
-        """Consume until cancelled; on cancellation, flush what was decoded, then disconnect."""
+        """Consume until cancelled; on cancellation, finish what was decoded, then disconnect.
+
+        Flushes are pipelined: every ``flush_interval`` a new batch is taken and handed to the
+        ``on_received`` handlers (rules, live state, screens) even while earlier batches are still
+        being written; the writes run one after another on one writer thread, and each batch is
+        acknowledged only once it and every batch before it are durable, in the order received
+        (MQTT requires PUBACKs in order). A slow write therefore delays acknowledgements, never
+        alerts. At most ``max_in_flight`` batches wait on the store; past that the loop waits,
+        the consumer's backlog grows and the broker's Receive Maximum stops delivery.
+        """
         self.transport.start()
-        flushing: asyncio.Task[int] | None = None
         replaying = (
             asyncio.create_task(self._replay(), name="ingest.spool.replay")
             if self.spool is not None
@@ -184,28 +216,49 @@ class IngestPipeline:
             next_flush = time.monotonic()
             while True:
                 # Every ``flush_interval`` from the last start, not after the last end: a batch that
-                # took a while to store must not add its time to the next batch's wait.
+                # took a while must not add its time to the next batch's wait.
                 next_flush += self.flush_interval
                 await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
                 next_flush = max(next_flush, time.monotonic() - self.flush_interval)
-                # Shielded: a cancellation must not abandon a batch between store and acknowledgement.
-                flushing = asyncio.ensure_future(self.flush())
-                await asyncio.shield(flushing)
+                await self._make_room()
+                staged = self._stage()
+                if staged is not None:
+                    received = self._start(staged)
+                    # Shielded: a cancellation must not abandon a batch between store and ack.
+                    await asyncio.shield(received)
         finally:
             if replaying is not None:
                 replaying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await replaying
             with contextlib.suppress(Exception):
-                if flushing is not None and not flushing.done():
-                    await flushing
+                await self._drain()
                 await self.flush()
             self.transport.stop()
+            self._close_writer()
 
     async def flush(self) -> int:
-        """Store and acknowledge everything decoded so far; returns how many readings were new."""
-        if self.consumer.pending == 0 and not self._submitted:
+        """Store and acknowledge everything decoded so far, after any batch still in flight.
+
+        Returns how many readings of this flush were new. Used at shutdown and by tests; `run`
+        pipelines its flushes instead of waiting for each.
+        """
+        await self._drain()
+        staged = self._stage()
+        if staged is None:
             return 0
+        self._start(staged)
+        return await self._in_flight[-1]
+
+    @property
+    def in_flight(self) -> int:
+        """Batches taken whose store write or acknowledgement is not done yet."""
+        return sum(1 for f in self._in_flight if not f.done())
+
+    def _stage(self) -> _Staged | None:
+        """Take what was decoded, flag ranges, floods and clocks, and queue its write."""
+        if self.consumer.pending == 0 and not self._submitted:
+            return None
         taken = self.consumer.take()
         submitted, self._submitted = self._submitted, []
         if submitted:
@@ -215,33 +268,118 @@ class IngestPipeline:
             self._ranges = RangeTable.from_registry(self.registry)
         taken.batch = flag_out_of_range(taken.batch, self._ranges)
         flags = self._limit_and_watch(taken)
-        persisting = asyncio.ensure_future(asyncio.to_thread(self._persist, taken))
-        try:
-            if len(taken.batch):
-                for received in self._on_received:
-                    try:
-                        await received(taken.batch)
-                    except Exception:  # a screen's or rule's bug must not stop the readings
-                        self.stats.handler_errors += 1
-                        logger.exception("handler %r failed on a batch", received)
-        finally:
+        persisting: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._unwritten.append((taken, persisting))
+        self._write_next()
+        return _Staged(taken, submitted, flags, started, persisting)
+
+    def _write_next(self) -> None:
+        """Start one store write of every batch waiting for one, unless a write is running.
+
+        Coalescing is what lets a store keep up: a write costs a commit however few rows it
+        carries, so while one is running the next batches queue and then go as one.
+        """
+        if self._writing or not self._unwritten:
+            return
+        group, self._unwritten = self._unwritten, []
+        self._writing = True
+        writing = asyncio.get_running_loop().run_in_executor(
+            self._writer(), self._persist, [taken for taken, _ in group]
+        )
+        writing.add_done_callback(lambda done: self._written(group, done))
+
+    def _written(
+        self, group: list[tuple[Taken, asyncio.Future[int]]], done: asyncio.Future[int]
+    ) -> None:
+        """A coalesced write ended: settle its batches' futures and start the next write."""
+        self._writing = False
+        for index, (_, persisting) in enumerate(group):
+            if persisting.done():
+                continue
+            if done.cancelled():
+                persisting.cancel()
+            elif (exc := done.exception()) is not None:
+                persisting.set_exception(exc)
+            else:  # the group's count of new readings goes to its last batch
+                persisting.set_result(done.result() if index == len(group) - 1 else 0)
+        self._write_next()
+
+    def _start(self, staged: _Staged) -> asyncio.Future[None]:
+        """Hand a staged batch to the received handlers and chain its finish behind the last one."""
+        received = asyncio.ensure_future(self._receive(staged.taken.batch))
+        before = self._in_flight[-1] if self._in_flight else None
+        self._in_flight.append(asyncio.ensure_future(self._finish(staged, received, before)))
+        return received
+
+    async def _receive(self, batch: ReadingBatch) -> None:
+        if not len(batch):
+            return
+        for received in self._on_received:
             try:
-                new = await persisting
-            except BaseException as exc:
-                _settle(submitted, exc)
-                raise
+                await received(batch)
+            except Exception:  # a screen's or rule's bug must not stop the readings
+                self.stats.handler_errors += 1
+                logger.exception("handler %r failed on a batch", received)
+
+    async def _finish(
+        self,
+        staged: _Staged,
+        received: asyncio.Future[None],
+        before: asyncio.Future[int] | None,
+    ) -> int:
+        """Once the batch is durable and every earlier one finished: ack, answer, tell the rest."""
+        taken = staged.taken
+        try:
+            await received
+            if before is not None:
+                await before  # acknowledgements leave in the order the messages came
+            new = await staged.persisting
+        except BaseException as exc:
+            _settle(staged.submitted, exc)
+            raise
         self.transport.ack_many(taken.acks)
-        _settle(submitted)
+        _settle(staged.submitted)
         self.stats.flushes += 1
-        self.stats.last_flush_ms = (time.perf_counter() - started) * 1000
+        self.stats.last_flush_ms = (time.perf_counter() - staged.started) * 1000
         if len(taken.batch):
             for handler in self._on_batch:
                 await handler(taken.batch)
         if taken.statuses:
             for status_handler in self._on_status:
                 await status_handler(taken.statuses)
-        await self._tell_flags(flags)
+        await self._tell_flags(staged.flags)
         return new
+
+    async def _make_room(self) -> None:
+        """Drop finished batches (raising the first failure) and wait while too many are in flight."""
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft().result()  # a write that raised stops the pipeline
+        while len(self._in_flight) >= self.max_in_flight:
+            await asyncio.shield(self._in_flight[0])
+            self._in_flight.popleft().result()
+
+    async def _drain(self) -> None:
+        """Wait for every batch in flight; the first failure is raised once all are done."""
+        failure: BaseException | None = None
+        while self._in_flight:
+            finishing = self._in_flight.popleft()
+            try:
+                await asyncio.shield(finishing)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _writer(self) -> ThreadPoolExecutor:
+        # One thread: writes land in the order taken, and the store sees one writer at a time.
+        if self._write_thread is None:
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
+        return self._write_thread
+
+    def _close_writer(self) -> None:
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=False)
+            self._write_thread = None
 
     async def _tell_flags(self, flags: list[DeviceFlag]) -> None:
         if flags:
@@ -265,11 +403,11 @@ class IngestPipeline:
         flags.extend(watched.flags)
         return flags
 
-    def _persist(self, taken: Taken) -> int:
-        """Write readings (to the store, else the spool) and dead letters (worker thread)."""
-        batch = taken.batch
+    def _persist(self, group: Sequence[Taken]) -> int:
+        """Write readings (to the store, else the spool) and dead letters (writer thread)."""
+        batch = group[0].batch if len(group) == 1 else ReadingBatch.concat([t.batch for t in group])
         new = self._write(batch) if len(batch) else 0
-        self.dead_letters.write(taken.rejections)
+        self.dead_letters.write([r for taken in group for r in taken.rejections])
         return new
 
     def _write(self, batch: ReadingBatch) -> int:
