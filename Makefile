@@ -40,6 +40,7 @@ bench: $(STAMP) system
 	$(BIN)/python bench/video.py
 	$(BIN)/python bench/influx.py
 	$(BIN)/python bench/sources.py
+	$(BIN)/python bench/scaleout.py
 
 # The fault suite (issue 10): its tests, then its figures. Needs root (it mounts tmpfs disks to fill).
 faults: $(STAMP) system

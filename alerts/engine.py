@@ -47,6 +47,7 @@ from alerts.rules import (
 from alerts.ruleset import check_rule_set
 from alerts.rulestate import Active, Runtime, StateData
 from alerts.windows import AccumulationRuntime, RateRuntime
+from devices.partitions import Slot
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
 
@@ -61,8 +62,18 @@ SNAPSHOT_FORMAT = 1
 class RuleEngine:
     """Rules compiled against the registry, evaluated over batches and on the clock."""
 
-    def __init__(self, registry: Registry, rules: Sequence[Rule], clock: Clock) -> None:
-        """Compile ``rules`` for the registry's devices.
+    def __init__(
+        self,
+        registry: Registry,
+        rules: Sequence[Rule],
+        clock: Clock,
+        *,
+        slot: Slot | None = None,
+    ) -> None:
+        """Compile ``rules`` for the registry's devices (those ``slot`` owns, with several workers).
+
+        An ingest worker's engine watches only its own devices (devices/partitions.py): it hears
+        no others, and must not call them offline.
 
         Raises:
             RuleError: the rules do not form a valid set (duplicate ids, dangling references).
@@ -70,9 +81,10 @@ class RuleEngine:
         check_rule_set(rules)
         self.registry = registry
         self.clock = clock
+        self.slot = slot if slot is not None and not slot.alone else None
         self._lock = threading.RLock()
         now = clock()
-        self._table = DeviceTable.from_registry(registry)
+        self._table = self._owned(DeviceTable.from_registry(registry))
         # When each device was last heard (the clock's time, not the reading's: offline is about
         # messages arriving). Devices never heard count from when the engine started watching them.
         self._heard = np.full(self._table.size, now, dtype=np.int64)
@@ -292,7 +304,7 @@ class RuleEngine:
         """Rebuild compiled rules when the registry changed (or a batch names a newer index)."""
         if self.registry.version == self._table.version and size <= self._table.size:
             return []
-        table = DeviceTable.from_registry(self.registry, size)
+        table = self._owned(DeviceTable.from_registry(self.registry, size))
         grown = table.size - self._table.size
         if grown > 0:
             self._heard = np.concatenate([self._heard, np.full(grown, now, dtype=np.int64)])
@@ -317,6 +329,25 @@ class RuleEngine:
             "rules recompiled for registry version %s (%s devices)", table.version, table.size
         )
         return events
+
+    def _owned(self, table: DeviceTable) -> DeviceTable:
+        """``table`` with the devices other worker slots own marked out of service for the rules."""
+        if self.slot is not None:
+            table.active &= self.slot.mask(table.area.tolist(), table.ids)
+        return table
+
+    def owns_source(self, source: str) -> bool:
+        """Whether a condition's source (``device:``, ``area:``, ``cluster:<rule>:<device>``) is ours."""
+        if self.slot is None:
+            return True
+        kind, _, rest = source.partition(":")
+        if kind == "area":
+            return self.slot.owns(rest, "")
+        device = rest.rpartition(":")[2] if kind == "cluster" else rest
+        with self._lock:
+            index = self._table.index_of(device)
+            area = str(self._table.area[index]) if index is not None else ""
+        return self.slot.owns(area, device)
 
     # -- surviving a restart --------------------------------------------------------------------
 
@@ -359,7 +390,13 @@ class RuleEngine:
 
     @classmethod
     def restore(
-        cls, snapshot: bytes, registry: Registry, rules: Sequence[Rule], clock: Clock
+        cls,
+        snapshot: bytes,
+        registry: Registry,
+        rules: Sequence[Rule],
+        clock: Clock,
+        *,
+        slot: Slot | None = None,
     ) -> Self:
         """An engine for ``rules`` that continues from ``snapshot``.
 
@@ -371,7 +408,7 @@ class RuleEngine:
         Raises:
             RuleError: the snapshot is not one this engine wrote.
         """
-        engine = cls(registry, rules, clock)
+        engine = cls(registry, rules, clock, slot=slot)
         with engine._lock:
             engine._pending += engine._load(snapshot)
         return engine
@@ -398,13 +435,19 @@ class RuleEngine:
 
     @classmethod
     def load(
-        cls, path: str | Path, registry: Registry, rules: Sequence[Rule], clock: Clock
+        cls,
+        path: str | Path,
+        registry: Registry,
+        rules: Sequence[Rule],
+        clock: Clock,
+        *,
+        slot: Slot | None = None,
     ) -> Self:
         """`restore` from a file `save` wrote; a missing file gives a fresh engine."""
         target = Path(path)
         if not target.exists():
-            return cls(registry, rules, clock)
-        return cls.restore(target.read_bytes(), registry, rules, clock)
+            return cls(registry, rules, clock, slot=slot)
+        return cls.restore(target.read_bytes(), registry, rules, clock, slot=slot)
 
     def _load(self, snapshot: bytes) -> list[ConditionEvent]:
         now = self.clock()

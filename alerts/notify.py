@@ -177,8 +177,13 @@ class Notifications:
         publisher: Publisher,
         store: AlertSource,
         silences: SilenceSource,
+        mine: Callable[[Alert], bool] | None = None,
     ) -> None:
-        """Subscribe MQTT, the change webhooks and the people's router to ``feed``."""
+        """Subscribe MQTT, the change webhooks and the people's router to ``feed``.
+
+        ``mine`` picks, of the active alerts at start, those this process answers for (one ingest
+        worker of several: its own devices' alerts; the others' workers group and escalate theirs).
+        """
         self.feed = feed
         self.mqtt = MqttNotifier(publisher, settings.mqtt_prefix)
         feed.subscribe(self.mqtt)
@@ -188,7 +193,8 @@ class Notifications:
             silences=lambda now: silences.silences(current_at=now),
             log=store,
         )
-        self.people.load(store.active_alerts())
+        active = store.active_alerts()
+        self.people.load([a for a in active if mine(a)] if mine is not None else active)
         feed.subscribe(self.people.observe)
         change_hooks = settings.webhook_notifiers(store)
         for hook in change_hooks:

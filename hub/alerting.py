@@ -30,6 +30,7 @@ from alerts.rulebook import RuleBook
 from alerts.rules import Rule, RuleError
 from alerts.rulestate import Active
 from alerts.store import AlertStore
+from devices.partitions import Slot
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
 
@@ -73,11 +74,14 @@ class Alerting:
         tick_s: float = 1.0,
         save_s: float = 10.0,
         inline_max: int = 16,
+        slot: Slot | None = None,
     ) -> None:
         """Load the engine from ``state_path`` (a fresh one if missing or unreadable) and reconcile.
 
         Bursts of up to ``inline_max`` events are applied by the thread that emits them when nothing
-        older is waiting (0: always hand them to the applier thread).
+        older is waiting (0: always hand them to the applier thread). With a ``slot`` of several
+        ingest workers the engine watches only that slot's devices, and the restart reconciliation
+        touches only their alerts (the other workers' are theirs).
         """
         self.registry = registry
         self.book = book
@@ -87,6 +91,7 @@ class Alerting:
         self.save_s = save_s
         self.stats = AlertingStats()
         self.inline_max = inline_max
+        self.slot = slot
         self._queue: queue.SimpleQueue[list[ConditionEvent]] = queue.SimpleQueue()
         # Order of application = order of emission. `_order` is held while events are applied;
         # `_pending` counts emitted bursts not yet applied (queued, or being applied), under `_gate`.
@@ -101,7 +106,7 @@ class Alerting:
 
     def _load_engine(self, rules: Sequence[Rule]) -> RuleEngine:
         try:
-            return RuleEngine.load(self.state_path, self.registry, rules, now_ms)
+            return RuleEngine.load(self.state_path, self.registry, rules, now_ms, slot=self.slot)
         except RuleError:
             # A damaged state file must not keep the city unwatched: start afresh, keep the file.
             kept = self.state_path.with_suffix(".unreadable")
@@ -109,7 +114,7 @@ class Alerting:
             logger.exception(
                 "rule state %s unreadable; starting afresh, kept as %s", self.state_path, kept
             )
-            return RuleEngine(self.registry, rules, now_ms)
+            return RuleEngine(self.registry, rules, now_ms, slot=self.slot)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -265,6 +270,8 @@ class Alerting:
             # Only conditions of the engine's own sources; cameras and incidents have their own.
             if not alert.firing or not alert.source.startswith(ENGINE_SOURCES):
                 continue
+            if not self.engine.owns_source(alert.source):
+                continue  # another ingest worker's device or area
             firing.add((alert.source, alert.rule))
             if (alert.source, alert.rule) not in held:
                 gone = Active(

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alerts import api as alerts_api
 from alerts import citizen_reports_api, rules_api
 from alerts.errors import AlertError
+from alerts.lifecycle import Alert, AlertChange
 from alerts.notify import AlertFeed, Notifications
 from alerts.rulebook import RuleBook
 from alerts.silences import SilenceStore
@@ -35,6 +36,7 @@ from devices.device_auth import DeviceAuthError
 from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, NotFoundError
 from devices.loader import load_shipped
 from devices.login_limit import TooManyAttemptsError
+from devices.partitions import Slot
 from devices.registry import Registry
 from devices.users import UserStore
 from hub import areas_api, feed_api, health_api, metrics_api, screen_api
@@ -50,10 +52,13 @@ from hub.influx_sink import InfluxSink
 from hub.limits import BodyLimit
 from hub.live import HubLiveView
 from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
+from hub.relay import LiveSink, StatePublisher, StateRelay
 from hub.reports_wiring import ReportsWiring
 from hub.response_wiring import ROUTERS as RESPONSE_ROUTERS
 from hub.response_wiring import ResponseWiring
+from hub.roles import PassiveAlerting, RolePlan, Starter, side_transport
 from hub.settings import HubSettings
+from hub.slots import alert_owner, cluster_slot, slot_client_id, slot_file
 from hub.state import LiveState
 from hub.store_alarm import StoreAlarm
 from hub.stores import open_store
@@ -68,7 +73,7 @@ from ingest.deadletter import DeadLetterStore
 from ingest.errors import IngestError
 from ingest.flags import DeviceFlag
 from ingest.http_uplink import HttpUplink
-from ingest.mqtt import MqttOptions
+from ingest.mqtt import MqttOptions, MqttTransport
 from ingest.pipeline import IngestPipeline
 from ingest.ratelimit import RateLimits
 from ingest.sl651.server import Sl651Server
@@ -178,13 +183,25 @@ def _check_codec(codec: dict[str, Any]) -> None:
         raise ValueError(str(exc)) from exc
 
 
+def _nobody(_alert: Alert) -> bool:
+    return False
+
+
+def _unexpected(topic: str, _payload: bytes, _mid: int, _qos: int) -> None:
+    logger.warning("message on %s, which this process does not subscribe to", topic)
+
+
 class Components:
     """Everything the running hub holds, built in the lifespan and closed after it."""
 
-    def __init__(self, settings: HubSettings, cameras: CameraSource | None = None) -> None:
+    def __init__(  # noqa: PLR0915 - one line per component: the list is the wiring
+        self, settings: HubSettings, cameras: CameraSource | None = None
+    ) -> None:
         """Open the registry, stores and live state (and start the embedded broker if configured)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
+        # all | ingest | api | video: which of the components below run (hub/roles.py).
+        self.plan = RolePlan(settings.cluster.role)
         mq = settings.mqtt
         # Every store's tables, at the newest migration, before any store opens (hub/db.py).
         upgrade_schema(settings.registry)
@@ -225,6 +242,7 @@ class Components:
             max_payload=ing.max_payload_bytes,
             skew_flag_ms=int(ing.skew_flag_s * 1000),
             max_future_ms=int(ing.max_future_s * 1000),
+            slot=self.slot,
         )
         self.pipeline = IngestPipeline(
             self.registry,
@@ -233,7 +251,7 @@ class Components:
             MqttOptions(
                 host=mq.host,
                 port=mq.port,
-                client_id=mq.client_id,
+                client_id=slot_client_id(mq.client_id, self.slot),
                 username=login[0],
                 password=login[1],
                 receive_maximum=mq.receive_maximum,
@@ -242,6 +260,7 @@ class Components:
                 tls_key=str(mq.tls_keyfile) if mq.tls_keyfile else None,
             ),
             consumer=consumer,
+            slot=self.slot,
             flush_interval=ing.flush_interval_s,
             # A store outage goes to the spool (acknowledged, the hub keeps watching) until it is
             # full; then acknowledgements are held back and the broker keeps the rest.
@@ -274,6 +293,10 @@ class Components:
         # Alert changes fan out to MQTT (hub/alerts/{level}/{id}), webhooks, the people's
         # notifications (grouped, silenced, escalated) and, later, the websocket feed.
         feed = AlertFeed()
+        # The MQTT session this process publishes on: the ingest pipeline's, or (api, video) a clean
+        # one of its own, which on an api node also takes the ingest workers' relay (hub/relay.py).
+        self.relay: StateRelay | None = None
+        self.mqtt_link = self.pipeline.transport if self.plan.ingests else self._side_link(feed)
         self.alerts = AlertStore(
             settings.registry,
             policy=settings.alert_policy,
@@ -284,22 +307,26 @@ class Components:
         self.notifications = Notifications(
             settings.notify,
             feed=feed,
-            publisher=self.pipeline.transport,
+            publisher=self.mqtt_link,
             store=self.alerts,
             silences=self.silences,
+            # api and video nodes group, repeat and escalate nothing: the ingest workers do.
+            mine=alert_owner(self.slot) if self.plan.ingests else _nobody,
         )
         self.notifications.start()
         # The rule engine reads every stored batch and the clock; its condition events become alerts.
         self.rule_book = RuleBook(
             settings.registry, paths=settings.rules.paths, shipped=settings.rules.shipped
         )
-        self.alerting = Alerting(
+        # api and video nodes evaluate no readings: an engine that holds nothing (hub/roles.py).
+        self.alerting = (Alerting if self.plan.ingests else PassiveAlerting)(
             self.registry,
             self.rule_book,
             self.alerts,
-            settings.data_dir / settings.rules.state_file,
+            settings.data_dir / slot_file(settings.rules.state_file, self.slot),
             tick_s=settings.rules.tick_s,
             save_s=settings.rules.save_s,
+            slot=self.slot,
         )
         self.pipeline.add_received_handler(
             timed_rules(self.alerting, self.metrics.rule_evaluation.observe)
@@ -308,7 +335,7 @@ class Components:
         self.pipeline.add_store_watcher(StoreAlarm(self.alerting, self.alerts))
         # The websocket situation feed: readings and statuses come through the hooks above.
         self.feed = SituationFeed(settings.feed, self.registry, self.state, self.alerts, cameras)
-        feed.subscribe(self.feed.on_alert)
+        self._live_out(feed)
         # Cameras: registry and patrol; confirmed findings go to the alert path like the engine's.
         self.video = VideoWiring(settings, self.registry, self.alerts, self.alerting)
         # Incidents, units, warnings, duty roster and the area tree (issue 8).
@@ -325,6 +352,89 @@ class Components:
         self._feed_sources(cameras)
         self.influx_sink = self._observe(settings.store.influx.stats_interval_s, feed)
         self.started = time.time()
+
+    @property
+    def slot(self) -> Slot | None:
+        """This process's ingest worker slot (None: the only worker).
+
+        A slot decodes, stores and watches only its devices (devices/partitions.py); its broker
+        session and rule state are its own.
+        """
+        return cluster_slot(self.settings)
+
+    def _side_link(self, feed: AlertFeed) -> MqttTransport:
+        """An api or video process's clean MQTT session (hub/roles.py); an api node's relay rides it."""
+        subscriptions: list[tuple[str, int]] = []
+        if self.plan.relays_in:
+            # The relay's frames go through the hooks the pipeline would give its batches.
+            self.relay = StateRelay(
+                on_batch=[self._to_state, self._to_feed],
+                on_status=[self._status_to_state, self._status_to_feed],
+                on_alert=lambda change: self.feed.on_alert(change),  # noqa: PLW0108 - feed comes later
+                vendor_of=self._vendor_of,
+                alerts_prefix=self.settings.notify.mqtt_prefix,
+                on_resync=self._reread_latest,
+            )
+            subscriptions = self.relay.subscriptions()
+            feed.subscribe(self.relay.local_change)  # its own changes' echo is dropped
+        link = side_transport(
+            self.pipeline.transport.options,
+            self.plan.role,
+            subscriptions,
+            self.relay.handle if self.relay is not None else _unexpected,
+        )
+        if self.relay is not None:
+            self.relay.attach(link)
+        link.start()
+        return link
+
+    async def _reread_latest(self) -> None:
+        """An api node back on the broker: what it missed, from the store to its state and screens."""
+        latest = await asyncio.to_thread(self.store.latest)
+        await self._to_state(latest)
+        await self._to_feed(latest)
+
+    def _live_out(self, feed: AlertFeed) -> None:
+        """Where live changes go: this process's own screens, or (an ingest worker) the relay."""
+        self.live_sink: LiveSink = self.feed
+        self.alert_link: MqttTransport | None = None
+        if self.plan.relays_out:
+            self.live_sink = StatePublisher(
+                lambda: self.pipeline.transport, self.settings.cluster.worker
+            )
+            self.alert_link = self._foreign_alerts(feed)
+        if self.plan.screens:
+            feed.subscribe(self.feed.on_alert)
+
+    def _foreign_alerts(self, feed: AlertFeed) -> MqttTransport:
+        """An ingest worker's watch of alert changes other processes commit (hub/relay.py).
+
+        People act on api nodes: without their acknowledgements, resolutions and closes this
+        worker's notification router would go on reminding of alerts nobody needs reminding of.
+        """
+        mine = alert_owner(self.slot)
+
+        def observe(change: AlertChange) -> None:
+            if mine is None or mine(change.alert):
+                self.notifications.people.observe(change)
+
+        self.relay = StateRelay(
+            on_batch=(),
+            on_status=(),
+            on_alert=observe,
+            vendor_of=self._vendor_of,
+            alerts_prefix=self.settings.notify.mqtt_prefix,
+        )
+        feed.subscribe(self.relay.local_change)  # its own changes the router has seen already
+        link = side_transport(
+            self.pipeline.transport.options,
+            self.plan.role,
+            self.relay.subscriptions(state=False),
+            self.relay.handle,
+        )
+        self.relay.attach(link)
+        link.start()
+        return link
 
     def _more_ways_in(self) -> None:
         """Issue 11's ways in beside MQTT: HTTP uplinks and citizens' reports."""
@@ -390,13 +500,13 @@ class Components:
                 self.state.mark_online(entry.index, s.online, s.ts_ms)
 
     async def _to_feed(self, batch: ReadingBatch) -> None:
-        await self.feed.on_batch(batch)
+        await self.live_sink.on_batch(batch)
 
     async def _flags_to_alerts(self, flags: Sequence[DeviceFlag]) -> None:
         self.alerting.emit(flag_events(flags, self.registry))
 
     async def _status_to_feed(self, statuses: Sequence[StatusChange]) -> None:
-        await self.feed.on_status(statuses)
+        await self.live_sink.on_status(statuses)
 
     async def retention(self) -> None:
         """Delete readings past the retention period, hourly."""
@@ -449,6 +559,10 @@ class Components:
         """Close stores and stop the embedded broker."""
         if self.pipeline.limiter is not None:  # what the limiter cut since its last letters
             self.dead_letters.write(self.pipeline.limiter.letters(time.time_ns() // 1_000_000))
+        if self.mqtt_link is not self.pipeline.transport:
+            self.mqtt_link.stop()  # an api or video node's own session (the pipeline stops its own)
+        if self.alert_link is not None:
+            self.alert_link.stop()
         self.video.close()
         self.reports.close()
         self.response.close()
@@ -506,23 +620,30 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         # (it took 130-160 ms with a 10,000-device registry, a stall of every task on the loop).
         gc.collect()
         gc.freeze()
-        tasks = [
-            asyncio.create_task(components.pipeline.run(), name="ingest.pipeline"),
-            asyncio.create_task(components.retention(), name="store.retention"),
-            asyncio.create_task(components.watch_registry(), name="registry.watch"),
-            asyncio.create_task(components.keep_broker_auth(), name="broker.auth"),
-            asyncio.create_task(components.write_rate_letters(), name="ingest.rate_letters"),
-            asyncio.create_task(components.notifications.run(), name="alerts.notify"),
-            asyncio.create_task(components.alerting.run(), name="alerts.engine"),
-            asyncio.create_task(components.feed.run(), name="feed.situation"),
-            asyncio.create_task(components.video.run(), name="video.patrol"),
-            asyncio.create_task(components.response.run(), name="response.tick"),
-            asyncio.create_task(components.reports.run(), name="reports.tick"),
-        ]
+        starters: dict[str, Starter] = {
+            "ingest.pipeline": components.pipeline.run,
+            "store.retention": components.retention,
+            "registry.watch": components.watch_registry,
+            "broker.auth": components.keep_broker_auth,
+            "ingest.rate_letters": components.write_rate_letters,
+            "alerts.notify": components.notifications.run,
+            "alerts.engine": components.alerting.run,
+            "feed.situation": components.feed.run,
+            "video.patrol": components.video.run,
+            "response.tick": components.response.run,
+            "reports.tick": components.reports.run,
+        }
         if settings.sl651.enabled:
-            tasks.append(asyncio.create_task(components.sl651.run(), name="ingest.sl651"))
+            starters["ingest.sl651"] = components.sl651.run
         if components.influx_sink is not None:
-            tasks.append(asyncio.create_task(components.influx_sink.run(), name="influx.sink"))
+            starters["influx.sink"] = components.influx_sink.run
+        if components.relay is not None:
+            starters["relay.state"] = components.relay.run
+        # The role picks which run (hub/roles.py); ``all`` runs every one, as one process always did.
+        tasks = [
+            asyncio.create_task(start(), name=name)
+            for name, start in components.plan.pick(starters)
+        ]
         # One that fails stops the hub (``on_task_failure``: `hub run` stops its server and exits
         # non-zero; else SIGTERM to ourselves, uvicorn's graceful stop), see hub/supervise.py.
         app.state.task_watch = watch = TaskWatch(
@@ -549,20 +670,27 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         dependencies=[Depends(check_name_filters)],
     )
     _install_problem_handlers(app)
+    # Ingest and video nodes serve no screens: no /ws/situation, no command screen (hub/roles.py).
+    # Nor do api and video nodes take HTTP uplinks: they run no pipeline to store them (route
+    # /api/v1/uplink to the ingest workers).
+    plan = RolePlan(settings.cluster.role)
     # Outermost: a body over its limit, or JSON nested past any real document, is refused unread.
     app.add_middleware(BodyLimit)
     app.include_router(auth_api.router)
     app.include_router(devices_api.router)
     app.include_router(manage_api.router)
     app.include_router(ingest_api.router)
-    app.include_router(uplink_api.router)
+    if plan.ingests:
+        app.include_router(uplink_api.router)
     app.include_router(health_api.router)
     app.include_router(areas_api.router)
-    app.include_router(screen_api.router)
+    if plan.screens:
+        app.include_router(screen_api.router)
     app.include_router(alerts_api.router)
     app.include_router(alerts_api.silences_router)
     app.include_router(rules_api.router)
-    app.include_router(feed_api.router)
+    if plan.screens:
+        app.include_router(feed_api.router)
     app.include_router(video_api.router)
     app.include_router(metrics_api.router)
     app.include_router(citizen_reports_api.router)
@@ -572,7 +700,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
     @app.get("/healthz", tags=["health"], summary="Is the hub up (for load balancers; no login)")
     def healthz(request: Request) -> dict[str, Any]:
         c: Components = request.app.state.components
-        connected = c.pipeline.transport.connected.is_set()
+        connected = c.mqtt_link.connected.is_set()
         return {"status": "ok" if connected else "degraded", "broker_connected": connected}
 
     @app.get("/api/v1/status", tags=["health"], summary="What the ingest pipeline has done")
@@ -580,7 +708,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         c: Components = request.app.state.components
         p = c.pipeline
         counters = p.consumer.counters
-        connected = p.transport.connected.is_set()
+        connected = c.mqtt_link.connected.is_set()
         return {
             "status": "ok" if connected else "degraded",
             "broker_connected": connected,
@@ -594,6 +722,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             "rate_limited": p.stats.rate_limited,
             "clock_skewed": p.stats.clock_skewed,
             "rejected_messages": counters.rejected_messages,
+            # One ingest worker of several: messages of the other workers' devices, left to them.
+            "foreign_messages": counters.foreign,
             # Both stay 0 unless the hub has a bug: a codec raised something other than its
             # rejection, or a live handler (state, feed, rules) failed on a batch.
             "codec_bugs": counters.codec_bugs,
@@ -614,8 +744,13 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             "sl651": {"enabled": settings.sl651.enabled, **asdict(c.sl651.counters)},
             # Devices that POST (POST /api/v1/uplink/...): requests, readings, refusals, timeouts.
             "http_uplink": asdict(c.uplink.counters),
+            # Issue 12: this process's role; what its relay took in (an api node: state frames and
+            # alert changes; an ingest worker: alert changes other processes committed).
+            "role": c.plan.role,
+            "relay": c.relay.status() if c.relay is not None else None,
         }
 
-    static = resources.files("hub") / "static"
-    app.mount("/", StaticFiles(directory=str(static), html=True), name="static")
+    if plan.screens:
+        static = resources.files("hub") / "static"
+        app.mount("/", StaticFiles(directory=str(static), html=True), name="static")
     return app

@@ -8,6 +8,7 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -119,13 +120,39 @@ def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] 
         raise typer.Exit(70)  # EX_SOFTWARE, non-zero: the supervisor restarts the hub
 
 
+class RoleChoice(StrEnum):
+    """``hub run --role``: what this process does in a cluster (hub/roles.py)."""
+
+    ALL = "all"
+    INGEST = "ingest"
+    API = "api"
+    VIDEO = "video"
+
+
 @app.command()
-def run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def run(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    role: Annotated[
+        RoleChoice | None,
+        typer.Option(
+            help="all: everything in one process; ingest: readings, rules, alerts; api: HTTP, "
+            "websocket feed and screens from the shared stores; video: cameras "
+            "(default: cluster.role, HUB_CLUSTER__ROLE, else all)",
+            case_sensitive=False,
+        ),
+    ] = None,
+) -> None:
     """Run the hub with settings from HUB_* variables or the TOML file named by HUB_CONFIG."""
     _logging(verbose)
     settings = HubSettings()
+    if role is not None:  # the command line over the environment and the file
+        cluster = settings.cluster.model_copy(update={"role": role.value})
+        settings = settings.model_copy(update={"cluster": cluster})
     scheme = "https" if settings.http.tls_certfile else "http"
-    console.print(f"hub: {scheme}://{settings.http.host}:{settings.http.port}  (API docs at /docs)")
+    console.print(
+        f"hub ({settings.cluster.role}): {scheme}://{settings.http.host}:{settings.http.port}"
+        "  (API docs at /docs)"
+    )
     try:
         _serve(settings)
     except HubError as exc:

@@ -227,6 +227,36 @@ class FeedSettings(_Section):
     )
 
 
+class ClusterSettings(_Section):
+    """Several hub processes on one broker and shared stores (README: Scale-out, docs/scaleout.md)."""
+
+    role: Literal["all", "ingest", "api", "video"] = Field(
+        "all",
+        title="What this process does",
+        description="all: everything (one process); ingest: readings, rules and alert events; "
+        "api: HTTP, websocket feed and screens from the shared stores and MQTT; video: cameras",
+    )
+    workers: int = Field(
+        1, ge=1, le=1024, title="Ingest workers in the cluster (slots 0 .. workers-1)"
+    )
+    worker: int = Field(0, ge=0, title="This ingest worker's slot")
+    partitions: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        title="Device partitions (fixed for the life of a deployment)",
+        description="A device's partition comes from its district (or its id); slot k owns the "
+        "partitions p with p % workers == k. Keep it a multiple of any worker count you may run",
+    )
+
+    @model_validator(mode="after")
+    def _slot_in_range(self) -> ClusterSettings:
+        if self.worker >= self.workers:
+            msg = f"cluster.worker {self.worker} must be below cluster.workers {self.workers}"
+            raise ValueError(msg)
+        return self
+
+
 class HubSettings(BaseSettings):
     """Everything the hub can be told. Nested fields: ``HUB_MQTT__PORT=1884``; file: ``HUB_CONFIG=hub.toml``."""
 
@@ -250,6 +280,7 @@ class HubSettings(BaseSettings):
     response: ResponseSettings = Field(default_factory=ResponseSettings)
     reports: CitizenReportSettings = Field(default_factory=CitizenReportSettings)
     sl651: Sl651Settings = Field(default_factory=Sl651Settings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(

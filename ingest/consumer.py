@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from devices.intern import Interner
+from devices.partitions import Slot, owned_device_ids
 from devices.registry import Registry
 from ingest import codecs, topics
 from ingest.batch import ReadingBatch
@@ -30,6 +31,7 @@ class IngestCounters:
     dead_letters: int = 0  # whole messages and parts of messages
     status_messages: int = 0
     codec_bugs: int = 0
+    foreign: int = 0  # messages of devices another ingest worker owns: acknowledged, not decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +84,14 @@ class Consumer:
         max_future_ms: int = 24 * 3600_000,
         clock: Clock = time.time,
         interner: Interner | None = None,
+        slot: Slot | None = None,
     ) -> None:
         """Decode messages for devices in ``registry``.
 
         ``interner`` replaces the registry's own for device lookups (see `sandbox`); profiles and
-        metrics still come from ``registry``.
+        metrics still come from ``registry``. With a ``slot`` of several ingest workers, messages of
+        devices other slots own are acknowledged without being decoded (devices/partitions.py);
+        unregistered devices and bad topics are left to slot 0, which dead-letters them.
         """
         self._registry = registry
         self._interner = interner if interner is not None else registry.interner
@@ -108,6 +113,9 @@ class Consumer:
         self._statuses: list[StatusChange] = []
         self._messages = 0
         self.counters = IngestCounters()
+        self._slot = slot if slot is not None and not slot.alone else None
+        self._owned: frozenset[str] = frozenset()
+        self._owned_version = -1
 
     def sandbox(self, interner: Interner, *, clock: Clock | None = None) -> Consumer:
         """A new consumer with this one's zone and limits that looks devices up in ``interner``.
@@ -140,6 +148,11 @@ class Consumer:
         """Decode one message (called on the transport's thread). Never raises."""
         now_ms = int(self._clock() * 1000)
         parts = topics.parse(topic)
+        if self._slot is not None and not self._mine(parts):
+            with self._lock:  # acknowledged with this flush's others, in arrival order
+                self._acks.append((mid, qos))
+                self.counters.foreign += 1
+            return
         with self._lock:
             self._messages += 1
             self._acks.append((mid, qos))
@@ -161,6 +174,20 @@ class Consumer:
                 self._status(raw)
                 return
             self._decode(raw)
+
+    def _mine(self, parts: topics.TopicParts | None) -> bool:
+        """Whether this worker slot handles a message with this topic (see `__init__`)."""
+        slot = self._slot
+        assert slot is not None  # noqa: S101 - only called with a slot
+        if parts is None:
+            return slot.takes_strays
+        if self._owned_version != self._registry.version:
+            # Registry changes are rare (a device registered, moved or retired): one narrow query.
+            self._owned_version = self._registry.version
+            self._owned = owned_device_ids(self._registry, slot)
+        if parts.device_id in self._owned:
+            return True
+        return slot.takes_strays and parts.device_id not in self._interner.devices
 
     def _decode(self, raw: RawMessage) -> None:
         builder = self._builder

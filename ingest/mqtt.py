@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -221,6 +222,12 @@ class MqttTransport:
         self.options = options
         self._subscriptions = list(subscriptions)
         self._handler = on_message
+        # Topic filters added at run time (an ingest worker's own devices, devices/partitions.py):
+        # wanted, and asked of the broker on this connection; SUBACKs the connect still waits for.
+        self._sub_lock = threading.Lock()
+        self._wanted: set[str] = set()
+        self._asked: set[str] = set()
+        self._connect_subacks: set[int] = set()
         self.connected = threading.Event()
         self.connects = 0
         self._stopping = False
@@ -279,6 +286,28 @@ class MqttTransport:
             if qos > 1:
                 self._client.ack(mid, qos)
 
+    def want_subscriptions(self, filters: Iterable[str]) -> None:
+        """Keep exactly ``filters`` subscribed (QoS 1) besides the fixed ones (thread-safe).
+
+        An ingest worker of several subscribes to its own devices' topics only, so the broker sends
+        it nothing of the others'. Before the connection is up they are subscribed with the fixed
+        ones (`connected` then waits for them too); afterwards the difference is sent.
+        """
+        with self._sub_lock:
+            self._wanted = set(filters)
+        if self.connected.is_set():
+            self._follow_wanted()
+
+    def _follow_wanted(self) -> None:
+        with self._sub_lock:
+            added = sorted(self._wanted - self._asked)
+            removed = sorted(self._asked - self._wanted)
+            self._asked = set(self._wanted)
+        for chunk in _chunks([(t, 1) for t in added]):
+            self._client.subscribe(chunk)
+        for gone in _chunks(removed):
+            self._client.unsubscribe(gone)
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
         """Publish a message (thread-safe; queued by paho if the connection is down)."""
         self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -309,12 +338,17 @@ class MqttTransport:
             self.options.client_id,
             flags.session_present,
         )
-        if self._subscriptions:
-            # `connected` waits for the SUBACK: a message published before the broker holds the
+        with self._sub_lock:
+            self._asked = set(self._wanted)
+            filters = [*self._subscriptions, *((t, 1) for t in sorted(self._asked))]
+            # `connected` waits for every SUBACK: a message published before the broker holds the
             # subscription would not be queued for this session.
-            client.subscribe(self._subscriptions)
-        else:
-            self.connected.set()
+            for chunk in _chunks(filters):
+                _rc, mid = client.subscribe(chunk)
+                if mid is not None:
+                    self._connect_subacks.add(mid)
+            if not self._connect_subacks:
+                self.connected.set()
 
     def _on_subscribe(
         self,
@@ -326,9 +360,15 @@ class MqttTransport:
     ) -> None:
         refused = [str(r) for r in reason_codes if r.is_failure]
         if refused:
-            logger.error("broker refused the subscriptions %s: %s", self._subscriptions, refused)
+            logger.error("broker refused subscriptions (SUBSCRIBE %s): %s", _mid, refused)
             return
+        with self._sub_lock:
+            waiting = _mid in self._connect_subacks
+            self._connect_subacks.discard(_mid)
+            if not waiting or self._connect_subacks:
+                return
         self.connected.set()
+        self._follow_wanted()  # what changed while the connect's subscriptions were on their way
 
     def _on_disconnect(
         self,
@@ -346,3 +386,11 @@ class MqttTransport:
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._handler(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = 1000) -> list[list[_T]]:
+    """``items`` in lists of at most ``size``: one SUBSCRIBE each stays well under packet limits."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from devices.partitions import Slot, owned_device_ids
 from devices.registry import Registry
 from ingest import topics
 from ingest.batch import ReadingBatch
@@ -124,10 +125,14 @@ class IngestPipeline:
         skew_confirm_ms: int = 20_000,
         on_flags: Sequence[FlagHandler] = (),
         max_in_flight: int = 32,
+        slot: Slot | None = None,
     ) -> None:
         """Wire the stages; nothing runs until `run`.
 
-        ``max_in_flight`` bounds the batches taken but not yet durable (see `run`).
+        ``max_in_flight`` bounds the batches taken but not yet durable (see `run`). With a ``slot``
+        (one ingest worker of several, devices/partitions.py) the session subscribes to the telemetry
+        topics of the slot's own devices only, following registry changes, and to every device's
+        status topic (rare messages; the consumer leaves the others' to them).
         ``rate_limits`` None leaves devices unlimited (`ingest.ratelimit`); ``on_flags`` hears of
         devices flagged for flooding or a wrong clock (`ingest.flags`, `ingest.skew`).
         """
@@ -135,7 +140,11 @@ class IngestPipeline:
         self.store = store
         self.dead_letters = dead_letters
         self.consumer = consumer or Consumer(registry)
+        self.slot = slot if slot is not None and not slot.alone else None
+        if self.slot is not None:
+            subscriptions = [s for s in subscriptions if not s.endswith("/up")]
         self.transport = MqttTransport(mqtt, [(s, 1) for s in subscriptions], self.consumer.handle)
+        self._subscribed_version = -1
         self.flush_interval = flush_interval
         self._on_batch = list(on_batch)
         self._on_received = list(on_received)
@@ -206,6 +215,7 @@ class IngestPipeline:
         alerts. At most ``max_in_flight`` batches wait on the store; past that the loop waits,
         the consumer's backlog grows and the broker's Receive Maximum stops delivery.
         """
+        self._follow_registry()  # before connecting: `connected` then means subscribed to them
         self.transport.start()
         replaying = (
             asyncio.create_task(self._replay(), name="ingest.spool.replay")
@@ -221,6 +231,8 @@ class IngestPipeline:
                 await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
                 next_flush = max(next_flush, time.monotonic() - self.flush_interval)
                 await self._make_room()
+                if self.slot is not None and self._subscribed_version != self.registry.version:
+                    await asyncio.to_thread(self._follow_registry)  # a query: off the loop
                 staged = self._stage()
                 if staged is not None:
                     received = self._start(staged)
@@ -254,6 +266,19 @@ class IngestPipeline:
     def in_flight(self) -> int:
         """Batches taken whose store write or acknowledgement is not done yet."""
         return sum(1 for f in self._in_flight if not f.done())
+
+    def _follow_registry(self) -> None:
+        """Subscribe to the telemetry of the slot's own devices, as of the registry's version."""
+        if self.slot is None or self._subscribed_version == self.registry.version:
+            return
+        self._subscribed_version = self.registry.version
+        devices = self.registry.interner.devices
+        owned = owned_device_ids(self.registry, self.slot)
+        self.transport.want_subscriptions(
+            topics.up(entry.vendor, device)
+            for device in owned
+            if (entry := devices.get(device)) is not None
+        )
 
     def _stage(self) -> _Staged | None:
         """Take what was decoded, flag ranges, floods and clocks, and queue its write."""

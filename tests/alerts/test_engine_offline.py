@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from alerts.engine import RuleEngine
+from devices.partitions import Slot
 from devices.registry import Registry
 from tests.alerts.city import city_registry  # noqa: F401 - the `registry` fixture
-from tests.alerts.timeline import Timeline, cleared, fired, rules
+from tests.alerts.timeline import Clock, Timeline, cleared, fired, rules
 
 # Water level gauges report every 300 s: offline after 900 s of silence.
 OFFLINE = """
@@ -191,3 +193,33 @@ def test_a_gateway_is_alive_while_its_detectors_readings_arrive(registry: Regist
 
 
 HARBOR_AREA = "demo/harbor/gangwan-rd"
+
+
+def test_a_worker_slot_watches_only_its_own_districts(registry: Registry) -> None:
+    """One ingest worker of several hears only its devices: it must not call the others offline."""
+    # The first worker count at which the two districts land on different slots (CRC-32 of the
+    # districts: partitions 0 and 24 of 64, so 16 workers).
+    workers = next(
+        w for w in (2, 3, 4, 8, 16) if _slot_of("demo/riverside", w) != _slot_of("demo/harbor", w)
+    )
+    mine = Slot(_slot_of("demo/riverside", workers), workers)
+    theirs = Slot(_slot_of("demo/harbor", workers), workers)
+    ours = RuleEngine(registry, rules(OFFLINE), Clock(), slot=mine)
+    tl = Timeline(registry, rules(OFFLINE), engine=ours)
+    tl.ticks(0, 900, every=10)
+    fired_for = {e.device for e in tl.events if e.firing}
+    assert fired_for
+    assert all(d.startswith("wl-a") for d in fired_for)  # riverside's, never harbor's wl-h1
+    assert ours.owns_source("device:wl-a1")
+    assert not ours.owns_source("device:wl-h1")
+    assert ours.owns_source("area:demo/riverside/st1")
+    assert not ours.owns_source("area:demo/harbor")
+    other = Timeline(
+        registry, rules(OFFLINE), RuleEngine(registry, rules(OFFLINE), Clock(), slot=theirs)
+    )
+    other.ticks(0, 900, every=10)
+    assert {e.device for e in other.events if e.firing} == {"wl-h1"}
+
+
+def _slot_of(area: str, workers: int) -> int:
+    return next(k for k in range(workers) if Slot(k, workers).owns(area, ""))

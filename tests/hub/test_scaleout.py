@@ -1,0 +1,130 @@
+"""Two ingest workers on one Mosquitto, one InfluxDB and one SQL database (issue 12).
+
+Real processes (`python -m hub run --role ingest`, slots 0 and 1 of 2): every reading is stored exactly
+once, each device is decoded by its own worker only, an alert is raised exactly once, and a worker
+SIGKILLed mid-stream and restarted (as its supervisor would) loses nothing: the broker kept its
+session's messages, and redelivered ones are stored once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bench._scaleout import Cluster, Load, payload
+from devices.partitions import Slot, owned_device_ids, partition_key
+from ingest.store.influx import InfluxStore
+from tests.conftest import Broker
+from tests.influxd import Influxd
+
+pytestmark = pytest.mark.influx
+
+
+@pytest.fixture
+def cluster(private_broker: Broker, influxd: Influxd, tmp_path: Path) -> Iterator[Cluster]:
+    settings = influxd.settings()
+    running = Cluster(
+        tmp_path / "cluster",
+        private_broker.port,
+        settings.url,
+        settings.database,
+        workers=2,
+        devices=240,
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what() if callable(what) else what}")
+        time.sleep(0.2)
+
+
+def test_two_workers_store_everything_once_across_a_kill(
+    cluster: Cluster, private_broker: Broker, influxd: Influxd
+) -> None:
+    devices = cluster.acme_devices()
+    slot0 = owned_device_ids(cluster.registry, Slot(0, 2))
+    assert 0 < len({d for d, _ in devices} & slot0) < len(devices), "both slots own devices"
+    store = InfluxStore(influxd.settings(database=cluster.database))
+    load = Load(private_broker.port, devices, t0_ms=int(time.time() * 1000) - 3_600_000)
+    smoke = [d for d, p in devices if p == "acme-smoke"]
+    try:
+        for _ in range(5):
+            load.round()
+        # Slot 1 dies with messages in flight; the publisher goes on; its supervisor restarts it.
+        cluster.kill(1)
+        for _ in range(5):
+            load.round()
+        # Alarms while slot 1 is down: its devices' alarms must be raised once it is back.
+        alarm_ts = load.t0_ms + load.rounds * 1000
+        load.pub.send(
+            [
+                load.pub.packet(
+                    f"sensors/acme/{d}/up".encode(),
+                    payload("acme-smoke", alarm_ts, smoke=9.0, alarm=1),
+                )
+                for d in smoke
+            ]
+        )
+        load.messages += len(smoke)
+        load.readings += 3 * len(smoke)
+        load.rounds += 1  # the alarms took this round's timestamp
+        load.wait_acked()
+        cluster.restart(1)
+        for _ in range(3):
+            load.round()
+        load.wait_acked()
+        _wait(
+            lambda: store.count() >= load.readings,
+            60,
+            lambda: (
+                f"{store.count()} of {load.readings} readings stored; "
+                f"workers: {cluster.status(0)}, {cluster.status(1)}"
+            ),
+        )
+        time.sleep(1.0)  # anything extra would land now
+        assert store.count() == load.readings  # nothing lost; (device, metric, ts) once each
+        per_source = cluster.alerts_per_source("smoke-alarm")
+        _wait(
+            lambda: len(cluster.alerts_per_source("smoke-alarm")) == len(smoke),
+            30,
+            "one smoke alarm per detector",
+        )
+        per_source = cluster.alerts_per_source("smoke-alarm")
+        assert per_source == {f"device:{d}": 1 for d in smoke}
+        # The broker sent each worker its own devices' messages only (it subscribes to their
+        # topics): none came that it had to leave to the other, and together they saw them all.
+        s0, s1 = cluster.status(0), cluster.status(1)
+        assert s0["foreign_messages"] == s1["foreign_messages"] == 0
+        assert s0["dead_letters"] == s1["dead_letters"] == 0
+        # Slot 0 ran throughout: exactly its devices' messages, each once.
+        mine = sum(1 for d, _ in devices if d in slot0)
+        alarms0 = sum(1 for d in smoke if d in slot0)
+        assert s0["messages"] == mine * (load.rounds - 1) + alarms0  # one round was alarms only
+        assert int(str(s1["messages"])) > 0
+    finally:
+        load.close()
+        store.close()
+
+
+def test_a_district_stays_on_one_worker() -> None:
+    slot0, slot1 = Slot(0, 2), Slot(1, 2)
+    for street in ("st01/g00", "st07/g13"):
+        area = f"demo/riverside/{street}"
+        assert slot0.owns(area, "a") != slot1.owns(area, "a")
+        assert slot0.owns(area, "a") == slot0.owns("demo/riverside", "b")
+    assert partition_key("demo/riverside/st01", "x") == "demo/riverside"
+    assert partition_key("", "x") == "device:x"
+    # Every slot of 4 owns some of 64 partitions' districts, and each partition exactly one slot.
+    owners = [[Slot(k, 4).owns_partition(p) for k in range(4)] for p in range(64)]
+    assert all(sum(row) == 1 for row in owners)
