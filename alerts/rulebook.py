@@ -14,6 +14,7 @@ force, so an edit that would leave a composite rule naming a missing rule is ref
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ SHIPPED = "alerts/data/rules.yaml"
 EDITED = "api"
 
 _metadata = sa.MetaData()
+
+logger = logging.getLogger(__name__)
 
 edited_rules = sa.Table(
     "rules_edited",
@@ -149,6 +152,7 @@ class RuleBook:
             with self._db.begin() as conn:
                 for ddl in _APPEND_ONLY:
                     conn.exec_driver_sql(ddl)
+        self._seen = self._newest_change()
         self._files = self._read_files()
         self._edits = self._read_edits()
         self._check(self._files, self._edits)
@@ -306,7 +310,38 @@ class RuleBook:
             self._changed()
             return self.entries()
 
+    def refresh(self) -> bool:
+        """Put in force what other processes changed (several hub nodes share the edit tables).
+
+        An edit or reload made on one node (an api node, usually) is in the shared history; the
+        others see its newest entry move and read the edits (and the files, in case of a reload)
+        again. Returns whether the rules changed; on a set that does not validate here (a node
+        with other rule files), logs it and keeps the rules in force.
+        """
+        try:
+            newest = self._newest_change()
+        except sa.exc.SQLAlchemyError:
+            logger.warning("could not read the rule history; trying again later", exc_info=True)
+            return False
+        with self._lock:
+            if newest == self._seen:
+                return False
+            self._seen = newest
+            try:
+                files, edits = self._read_files(), self._read_edits()
+                self._check(files, edits)
+            except RuleError:
+                logger.exception("rules changed elsewhere do not validate here; keeping these")
+                return False
+            self._files, self._edits = files, edits
+            self._changed()
+            return True
+
     # -- inside ---------------------------------------------------------------------------------
+
+    def _newest_change(self) -> int:
+        with self._db.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(rule_history.c.seq))).scalar() or 0)
 
     def _sources(self) -> str:
         names = ([SHIPPED] if self._shipped else []) + [str(p) for p in self._paths]

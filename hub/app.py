@@ -523,12 +523,18 @@ class Components:
             await asyncio.sleep(3600)
 
     async def watch_registry(self) -> None:
-        """Pick up devices and profiles that another process (``hub devices import``) added."""
+        """Pick up devices, profiles and rules that another process added or edited.
+
+        ``hub devices import``, and in a cluster the other nodes (a rule edited on an api node is in
+        force on the ingest workers within one pass: the edit tables are shared).
+        """
         while True:
             await asyncio.sleep(5)
             try:
                 if await asyncio.to_thread(self.registry.refresh):
                     logger.info("registry changed: %s devices", len(self.registry.interner.devices))
+                if await asyncio.to_thread(self.rule_book.refresh):
+                    logger.info("rules changed elsewhere: %s rules", len(self.rule_book.rules()))
             except Exception:
                 logger.exception("registry refresh failed")
 

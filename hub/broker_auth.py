@@ -102,8 +102,9 @@ DEVICE_ACL = (
     "pattern write sensors/%u/up\n"
     "pattern write sensors/%u/status\n"
 )
-HUB_ACL = ("topic read sensors/#", "topic write hub/#")
-"""The hub reads every device topic and publishes its own (``hub/alerts/...``)."""
+HUB_ACL = ("topic read sensors/#", "topic readwrite hub/#")
+"""The hub reads every device topic and publishes its own (``hub/alerts/...``, ``hub/state/...``);
+api nodes and ingest workers of a cluster also read them (hub/relay.py)."""
 SIMULATOR_ACL = ("topic write sensors/#",)
 """The simulator and load generators speak for every device, so they may write any device topic."""
 ACCOUNTS_FILE = "mqtt-accounts.json"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -145,9 +146,13 @@ def run(
     """Run the hub with settings from HUB_* variables or the TOML file named by HUB_CONFIG."""
     _logging(verbose)
     settings = HubSettings()
-    if role is not None:  # the command line over the environment and the file
-        cluster = settings.cluster.model_copy(update={"role": role.value})
-        settings = settings.model_copy(update={"cluster": cluster})
+    if role is not None:  # the command line over the environment and the file, checked again
+        cluster = {**settings.cluster.model_dump(), "role": role.value}
+        try:
+            settings = HubSettings(cluster=cluster)
+        except ValidationError as exc:
+            console.print(f"[red]hub settings are not valid:[/red] {exc}")
+            raise typer.Exit(2) from exc
     scheme = "https" if settings.http.tls_certfile else "http"
     console.print(
         f"hub ({settings.cluster.role}): {scheme}://{settings.http.host}:{settings.http.port}"

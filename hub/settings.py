@@ -298,6 +298,18 @@ class HubSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_broker(self) -> HubSettings:
+        # Each node starting its own Mosquitto would give each its own, unconnected, city.
+        clustered = self.cluster.role != "all" or self.cluster.workers > 1
+        if clustered and self.mqtt.embedded:
+            msg = (
+                "a cluster node (cluster.role other than 'all', or cluster.workers above 1) needs "
+                "the shared broker: set mqtt.embedded = false (HUB_MQTT__EMBEDDED=false)"
+            )
+            raise ValueError(msg)
+        return self
+
     @property
     def registry(self) -> str:
         """The registry URL, defaulting to ``data_dir/hub.db``."""

@@ -320,10 +320,12 @@ def test_the_acl_file_grants_service_accounts_what_mosquitto_grants_them(
         for topic in re.findall(r'"([^"]+)"', topics):
             granted.add((user, action, topic))
     hub_user = services["hub-ingest-0"]["environment"]["HUB_MQTT__USERNAME"]
+    actions = {"read": ["subscribe"], "write": ["publish"], "readwrite": ["subscribe", "publish"]}
     wanted = {
-        (user, {"read": "subscribe", "write": "publish"}[verb], topic)
+        (user, action, topic)
         for user, acl in ((hub_user, HUB_ACL), (MqttSettings().simulator_username, SIMULATOR_ACL))
         for verb, topic in (line.split()[1:] for line in acl)
+        for action in actions[verb]
     }
     assert wanted <= granted
     # Api nodes read the workers' topics under hub/ (alerts, state).

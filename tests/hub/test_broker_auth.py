@@ -501,7 +501,7 @@ def test_acl_file_grants_devices_only_their_topics() -> None:
         "# Every device ({vendor}/{device_id}): its own telemetry and status topics, and nothing to read.\n"
         "pattern write sensors/%u/up\n"
         "pattern write sensors/%u/status\n"
-        "\nuser hub-ingest\ntopic read sensors/#\ntopic write hub/#\n"
+        "\nuser hub-ingest\ntopic read sensors/#\ntopic readwrite hub/#\n"
         "\nuser bench-simulator\ntopic write sensors/#\n"
     )
 
