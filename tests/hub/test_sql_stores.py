@@ -102,3 +102,26 @@ def test_accounts_and_sessions(db_url: str) -> None:
                 "VALUES ('chief', 'viewer', 'x', FALSE, CURRENT_TIMESTAMP)"
             )
         )
+
+
+def test_rules_edited_on_another_node_come_into_force_on_refresh(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two hub nodes share the edit tables: one edits, the other refreshes (hub: registry watch)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    api_node = RuleBook(db_url, paths=[path], shipped=False)
+    worker = RuleBook(db_url, paths=[path], shipped=False)
+    heard: list[list[str]] = []
+    worker.subscribe(lambda rules: heard.append([r.id for r in rules]))
+    assert worker.refresh() is False  # nothing changed since it opened
+    api_node.put(GAS, actor="chief")
+    assert worker.refresh() is True
+    assert [r.id for r in worker.rules()] == ["cover-open", "gas"]
+    assert heard == [["cover-open", "gas"]]
+    assert worker.refresh() is False  # once per change
+    api_node.delete("gas", actor="chief")
+    assert worker.refresh() is True
+    assert heard[-1] == ["cover-open"]
+    api_node.dispose()
+    worker.dispose()
