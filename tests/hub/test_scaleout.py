@@ -128,3 +128,75 @@ def test_a_district_stays_on_one_worker() -> None:
     # Every slot of 4 owns some of 64 partitions' districts, and each partition exactly one slot.
     owners = [[Slot(k, 4).owns_partition(p) for k in range(4)] for p in range(64)]
     assert all(sum(row) == 1 for row in owners)
+
+
+FOR_RULE = """
+- id: bin-full-for
+  kind: threshold
+  device_type: bin_fill
+  metric: fill_level
+  levels: {orange: 90}
+  for_s: 20
+"""
+
+
+def test_a_restarted_worker_keeps_a_pending_for_window(
+    private_broker: Broker, influxd: Influxd, tmp_path: Path
+) -> None:
+    """Slot 1 dies while a `for: 20 s` condition is pending; restarted, it fires on the old start."""
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(FOR_RULE)
+    settings = influxd.settings()
+    cluster = Cluster(
+        tmp_path / "cluster",
+        private_broker.port,
+        settings.url,
+        settings.database,
+        workers=2,
+        devices=240,
+        env={
+            "HUB_RULES__SHIPPED": "false",
+            "HUB_RULES__PATHS": f'["{rules_file}"]',
+            "HUB_RULES__SAVE_S": "0.5",  # checkpoint often: the kill comes soon after the start
+        },
+    )
+    try:
+        cluster.start()
+        slot1 = owned_device_ids(cluster.registry, Slot(1, 2))
+        bins = [d for d, p in cluster.acme_devices() if p == "acme-bin" and d in slot1][:3]
+        assert bins, "slot 1 owns some bins"
+        load = Load(private_broker.port, [(d, "acme-bin") for d in bins], t0_ms=0)
+        start = int(time.time() * 1000)
+
+        def full(at_ms: int) -> None:
+            load.pub.send(
+                [
+                    load.pub.packet(
+                        f"sensors/acme/{d}/up".encode(), payload("acme-bin", at_ms, fill=95.0)
+                    )
+                    for d in bins
+                ]
+            )
+
+        full(start)
+        time.sleep(2.0)  # evaluated and checkpointed (every 0.5 s)
+        full(start + 2000)
+        time.sleep(1.0)
+        cluster.kill(1)
+        cluster.restart(1)  # a few seconds: the window is still pending when it is back
+        for k in range(3, 50):
+            at = start + k * 1000
+            while time.time() * 1000 < at:
+                time.sleep(0.05)
+            full(at)
+            if len(cluster.alerts_per_source("bin-full-for")) == len(bins):
+                break
+        fired_at = int(time.time() * 1000)
+        assert cluster.alerts_per_source("bin-full-for") == {f"device:{d}": 1 for d in bins}
+        # Kept: fires about 20 s after the first full reading. Forgotten, the window would have
+        # started again with the first reading after the restart (3 s + the restart's few seconds)
+        # and fired 20 s after that.
+        assert fired_at - start < 20_000 + 3_000, f"fired {fired_at - start} ms after the start"
+        load.close()
+    finally:
+        cluster.stop()
