@@ -25,8 +25,13 @@ def cluster_slot(settings: HubSettings) -> Slot | None:
 
 
 def slot_client_id(client_id: str, slot: Slot | None) -> str:
-    """The MQTT client id of the slot's persistent session (``hub-ingest-w1``)."""
-    return client_id if slot is None else f"{client_id}-w{slot.worker}"
+    """The MQTT client id of the slot's persistent session (``hub-ingest-w1``).
+
+    A client id that already names the slot (set per worker, as docker-compose.yml does) is kept.
+    """
+    if slot is None or client_id.endswith(f"-w{slot.worker}"):
+        return client_id
+    return f"{client_id}-w{slot.worker}"
 
 
 def slot_file(name: str, slot: Slot | None) -> str:
