@@ -18,8 +18,8 @@ def test_one_worker_has_no_slot_and_keeps_its_names() -> None:
 
 def test_a_worker_of_several_names_its_session_and_state_after_its_slot() -> None:
     settings = HubSettings(
-        mqtt={"embedded": False},  # type: ignore[arg-type]
-        cluster={"workers": 4, "worker": 3},  # type: ignore[arg-type]
+        mqtt={"embedded": False},  # a cluster shares one broker
+        cluster={"workers": 4, "worker": 3},
     )
     slot = cluster_slot(settings)
     assert slot == Slot(3, 4, 64)
