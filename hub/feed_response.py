@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,6 +179,11 @@ class Changes:
         return out
 
 
+SNAPSHOT_CACHE_S = 1.0
+"""How long a stream's response part may be reused when no response event came."""
+MAX_CACHED_FILTERS = 256
+
+
 class FeedResponse:
     """The response's part of the situation feed: its events queued, its snapshot parts read."""
 
@@ -187,6 +193,10 @@ class FeedResponse:
         self._lock = threading.Lock()
         self._pending: list[ResponseEvent] = []
         self.failures = 0
+        # Snapshot parts by filter, with the event count they were read at and when: a screen that
+        # reconnects (a slow one, closed for falling behind) must not cost four queries each time.
+        self._events = 0
+        self._cache: dict[Filter, tuple[int, float, dict[str, list[Item]]]] = {}
 
     # -- intake ------------------------------------------------------------------------------------
 
@@ -196,6 +206,7 @@ class FeedResponse:
         def on_event(event: ResponseEvent) -> None:
             with self._lock:
                 self._pending.append(event)
+                self._events += 1
             wake()
 
         return self._service.feed.subscribe(on_event)
@@ -306,7 +317,25 @@ class FeedResponse:
     # -- snapshot parts (worker thread) ------------------------------------------------------------
 
     def snapshot(self, filt: Filter) -> dict[str, list[Item]]:
-        """The open incidents, the units and the warnings in force that ``filt``'s stream shows."""
+        """The open incidents, the units and the warnings in force that ``filt``'s stream shows.
+
+        Read again after any response event, and at most `SNAPSHOT_CACHE_S` after the last read
+        (warnings come into and out of force with time, not only with events).
+        """
+        now = time.monotonic()
+        with self._lock:
+            events = self._events
+            cached = self._cache.get(filt)
+        if cached is not None and cached[0] == events and now - cached[1] < SNAPSHOT_CACHE_S:
+            return dict(cached[2])  # a copy: callers add their parts (citizens' reports)
+        out = self._read_snapshot(filt)
+        with self._lock:
+            if len(self._cache) > MAX_CACHED_FILTERS:
+                self._cache.clear()
+            self._cache[filt] = (events, now, out)
+        return dict(out)
+
+    def _read_snapshot(self, filt: Filter) -> dict[str, list[Item]]:
         sight = self.sight(filt)
         service = self._service
         out: dict[str, list[Item]] = {"incidents": [], "units": [], "warnings": []}

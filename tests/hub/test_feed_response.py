@@ -16,6 +16,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from devices.access import Principal, Role
+from hub.feed_frames import Filter
+from hub.feed_response import FeedResponse
 from tests.conftest import Broker
 from tests.hub.response_city import CREW, CREW_UNIT, RIVERSIDE_OFFICER, City, serve_city
 from tests.hub.test_feed import Frame, closed_with, feed, frame, until
@@ -272,3 +275,23 @@ async def test_an_area_bound_account_asking_for_another_area_is_closed_with_4403
     areas = {d["area"] for d in snap["devices"]}
     assert areas
     assert all(a.startswith("demo/riverside/binjiang-rd") for a in areas)
+
+
+def test_the_snapshot_part_is_reused_between_events_and_read_again_after_one(city: City) -> None:
+    """A screen reconnecting (a slow one, closed for falling behind) must not cost four queries each
+    time; a response event makes the next snapshot read them again."""
+    service = city.hub.server.config.app.state.components.response.service  # type: ignore[union-attr]
+    part = FeedResponse(service)
+    stop = part.attach(lambda: None)
+    everyone = Filter.parse(None, Principal("commander", Role.ADMIN))
+    try:
+        assert part.snapshot(everyone)["incidents"] == []
+        opened = _open(city, "demo/riverside/binjiang-rd", "Manhole cover missing")
+        # The event arrived (on the response feed): the part is read again at once.
+        assert [i["id"] for i in part.snapshot(everyone)["incidents"]] == [opened["id"]]
+        # Without an event, the same part for a second (a copy: callers add their own keys).
+        first, second = part.snapshot(everyone), part.snapshot(everyone)
+        assert first == second
+        assert first is not second
+    finally:
+        stop()
