@@ -65,6 +65,7 @@ class Cluster:
     devices: int
     env: dict[str, str] = field(default_factory=dict)
     members: list[Worker] = field(default_factory=list)
+    standbys: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,14 @@ class Cluster:
         for member in self.members:
             self.start_worker(member)
 
-    def start_worker(self, member: Worker) -> None:
+    def start_standby(self) -> Worker:
+        """A standby process: it waits for the lease of any slot whose process is gone."""
+        standby = Worker(-1, self.root / f"standby{len(self.standbys)}", free_port())
+        self.standbys.append(standby)
+        self.start_worker(standby, ready=False)
+        return standby
+
+    def start_worker(self, member: Worker, *, ready: bool = True) -> None:
         member.data.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -98,7 +106,8 @@ class Cluster:
             "HUB_STORE__INFLUX__DATABASE": self.database,
             "HUB_CLUSTER__ROLE": "ingest",
             "HUB_CLUSTER__WORKERS": str(self.workers),
-            "HUB_CLUSTER__WORKER": str(member.slot),
+            "HUB_CLUSTER__WORKER": str(max(member.slot, 0)),
+            "HUB_CLUSTER__STANDBY": "true" if member.slot < 0 else "false",
             "HUB_VIDEO__PATROL": "false",
             **self.env,
         }
@@ -106,9 +115,11 @@ class Cluster:
             member.proc = subprocess.Popen(
                 [sys.executable, "-m", "hub", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        self._wait_ready(member)
+        if ready:
+            self.wait_ready(member)
 
-    def _wait_ready(self, member: Worker, timeout: float = 90.0) -> None:
+    def wait_ready(self, member: Worker, timeout: float = 90.0) -> None:
+        """Until the process answers /healthz connected to the broker."""
         deadline = time.monotonic() + timeout
         assert member.proc is not None  # noqa: S101 - started above
         while time.monotonic() < deadline:
@@ -143,10 +154,10 @@ class Cluster:
         return sum(m.cpu() for m in self.members)
 
     def stop(self) -> None:
-        for member in self.members:
+        for member in [*self.members, *self.standbys]:
             if member.proc is not None and member.proc.poll() is None:
                 member.proc.send_signal(signal.SIGTERM)
-        for member in self.members:
+        for member in [*self.members, *self.standbys]:
             if member.proc is not None:
                 try:
                     member.proc.wait(30)

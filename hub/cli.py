@@ -31,6 +31,7 @@ from hub.settings import HubSettings
 
 if TYPE_CHECKING:
     from devices.profiles import Device
+    from hub.slot_lease import SlotLease
 
 app = typer.Typer(help="City sensing and emergency-monitoring hub.", no_args_is_help=True)
 devices_app = typer.Typer(help="Manage the device registry.", no_args_is_help=True)
@@ -153,16 +154,45 @@ def run(
         except ValidationError as exc:
             console.print(f"[red]hub settings are not valid:[/red] {exc}")
             raise typer.Exit(2) from exc
-    scheme = "https" if settings.http.tls_certfile else "http"
-    console.print(
-        f"hub ({settings.cluster.role}): {scheme}://{settings.http.host}:{settings.http.port}"
-        "  (API docs at /docs)"
-    )
+    lease = None
     try:
+        settings, lease = _lease_slot(settings)
+        scheme = "https" if settings.http.tls_certfile else "http"
+        console.print(
+            f"hub ({settings.cluster.role}): {scheme}://{settings.http.host}:{settings.http.port}"
+            "  (API docs at /docs)"
+        )
         _serve(settings)
     except HubError as exc:
         console.print(f"[red]hub could not start:[/red] {exc}")
         raise typer.Exit(1) from exc
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _lease_slot(settings: HubSettings) -> tuple[HubSettings, SlotLease | None]:
+    """An ingest worker of several holds its slot's lease while it runs (hub/slot_lease.py).
+
+    A standby waits here for any slot whose process is gone, and becomes that slot.
+    """
+    from hub.slot_lease import take_slot  # noqa: PLC0415
+
+    cluster = settings.cluster
+    if cluster.workers == 1 or cluster.role not in ("all", "ingest"):
+        return settings, None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if cluster.standby:
+        console.print(f"hub: standby for one of {cluster.workers} ingest worker slots")
+    lease = take_slot(
+        settings.registry, cluster.workers, None if cluster.standby else cluster.worker
+    )
+    if cluster.standby:
+        taken = {**cluster.model_dump(), "worker": lease.slot, "standby": False}
+        settings = settings.model_copy(
+            update={"cluster": cluster.model_copy(update=taken)}
+        )  # a slot in range: the lease is of one of 0 .. workers-1
+    return settings, lease
 
 
 def _prepare_demo(

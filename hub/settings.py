@@ -240,6 +240,13 @@ class ClusterSettings(_Section):
         1, ge=1, le=1024, title="Ingest workers in the cluster (slots 0 .. workers-1)"
     )
     worker: int = Field(0, ge=0, title="This ingest worker's slot")
+    standby: bool = Field(
+        False,
+        title="Wait for any slot whose process is gone, then run it (cluster.worker is ignored)",
+        description="A slot is held by one process at a time (a lease in the shared database, "
+        "hub/slot_lease.py); a standby takes over the slot of a worker that died, with its broker "
+        "session and its rule state (rules.state_file must then be on storage both can read)",
+    )
     partitions: int = Field(
         64,
         ge=1,
