@@ -21,6 +21,7 @@ per-record loop decodes the message instead, so both give the same readings and 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeAlias
 
@@ -293,7 +294,7 @@ class MappingCodec:
         try:
             doc = self._decoder.decode(raw.payload)
         except msgspec.DecodeError as exc:  # ValidationError here means a number out of range
-            msg = f"payload is not JSON the hub can read: {exc}"
+            msg = f"payload is not JSON the hub can read: {_readable(exc)}"
             raise DecodeError(DecodeReason.MALFORMED_JSON, msg, raw.device_id) from exc
         except RecursionError as exc:  # msgspec's nesting limit: a hostile [[[[...]]]] payload
             msg = "payload is not JSON the hub can read: arrays or objects nested too deeply"
@@ -483,3 +484,18 @@ def _number(text: str) -> float | None:
 def _json_kind(value: object) -> str:
     kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return kinds.get(type(value), "number")
+
+
+_DEEP_PATH = re.compile(r"(?:\[(?:\.\.\.|\d+)\]){4,}")
+
+
+def _readable(exc: Exception) -> str:
+    """Msgspec's message, with a deep path's run of ``[...]`` counted, not spelled out.
+
+    A hostile payload nested thousands deep made a 5,000-character reason for a vendor to read.
+    """
+    text = _DEEP_PATH.sub(lambda m: f"[...] x {m.group(0).count('[')}", str(exc))
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+_MAX_REASON = 300

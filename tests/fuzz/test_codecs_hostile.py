@@ -86,6 +86,13 @@ def test_every_codec_is_total_on_hostile_payloads(fuzz_registry, profile, payloa
 
 
 @pytest.mark.parametrize("profile", PROFILES)
+def test_a_deep_out_of_range_number_gets_a_short_reason(fuzz_registry, profile):
+    """Found by the fuzzer: msgspec spelled the path of a number 500 arrays deep as ``[...]`` 500
+    times, a 5,000-character reason for a vendor to read."""
+    decode_all(fuzz_registry, profile, b"[" * 500 + b"1e999" + b"]" * 500)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(payload=deep() | giant())
 def test_deep_and_giant_payloads_are_rejected_or_taken_whole(fuzz_registry, profile, payload):
