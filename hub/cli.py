@@ -96,7 +96,9 @@ def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] 
     def stop_serving(_reason: str) -> None:  # a hub task failed (hub/supervise.py)
         servers[0].should_exit = True
 
-    hub = create_app(settings, before_shutdown=before_shutdown, on_task_failure=stop_serving)
+    hub = create_app(
+        settings, before_shutdown=before_shutdown, on_task_failure=stop_serving, freeze_gc=True
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             hub,
