@@ -18,7 +18,9 @@ from bench._broker import free_port
 class BenchInfluxd:
     """``influxd -config <tmp>/influxdb.conf``; stopped by PID on exit, its data removed."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_settings: str = "") -> None:
+        """``data_settings``: more lines for the ``[data]`` section (e.g. compaction timings)."""
+        self.data_settings = data_settings
         self.port = free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-influxd-")
         self.dir = Path(self._tmp.name)
@@ -37,7 +39,10 @@ class BenchInfluxd:
             f'[meta]\n  dir = "{self.dir}/meta"\n'
             f'[data]\n  dir = "{self.dir}/data"\n  wal-dir = "{self.dir}/wal"\n'
             "  query-log-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            + "".join(
+                f"  {line.strip()}\n" for line in self.data_settings.splitlines() if line.strip()
+            )
+            + f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             "[monitor]\n  store-enabled = false\n"
         )
         log = (self.dir / "influxd.log").open("wb")

@@ -1,6 +1,7 @@
 """InfluxDB bytes on disk per reading, for the sizing in docs/scaleout.md.
 
-Starts Debian's InfluxDB 1.6 (TSM engine, the same storage format as 2.x) on free loopback ports with
+Starts Debian's InfluxDB 1.6 (TSM engine, the same storage format as 2.x) on free loopback ports
+(`bench/_influxd.py`) with
 compactions told to run seconds after the last write, writes one day of readings of the hub's schema
 (measurement ``readings``, its tags, fields ``value`` and ``q``; ms timestamps with device-clock jitter),
 waits until the write-ahead log is folded into fully compacted TSM files, and prints the TSM bytes per
@@ -20,10 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,33 +29,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import free_port, wait_for_port
+from bench._influxd import BenchInfluxd
 
 INTERVAL_MS = 300_000  # one report every 5 minutes, the water profiles' interval
 METRICS = ("level", "rate", "battery")  # walk, noisy, near-constant
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
-def config(workdir: Path, http_port: int, rpc_port: int) -> str:
-    """influxd's configuration: loopback only, compaction right after the writes stop."""
-    return f"""
-reporting-enabled = false
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{workdir}/meta"
-[data]
-  dir = "{workdir}/data"
-  wal-dir = "{workdir}/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "1s"
-  compact-full-write-cold-duration = "2s"
-[http]
-  bind-address = "127.0.0.1:{http_port}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
+# Compactions right after the writes stop, so the figure is of fully compacted TSM files.
+COMPACT_SOON = """
+cache-snapshot-write-cold-duration = "1s"
+compact-full-write-cold-duration = "2s"
 """
 
 
@@ -123,30 +105,18 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=2000)
     ap.add_argument("--reports", type=int, default=288, help="reports per device (288: one day)")
     args = ap.parse_args()
-    influxd = shutil.which("influxd")
-    if influxd is None:
+    if shutil.which("influxd") is None:
         print("influx_disk_skipped=influxd not installed")
         return
-    workdir = Path(tempfile.mkdtemp(prefix="hub-influx-disk-"))
-    http_port, rpc_port = free_port(), free_port()
-    (workdir / "influxdb.conf").write_text(config(workdir, http_port, rpc_port))
-    log = (workdir / "influxd.log").open("wb")
-    proc = subprocess.Popen(
-        [influxd, "-config", str(workdir / "influxdb.conf")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        if not wait_for_port("127.0.0.1", http_port, timeout=30):
-            raise SystemExit(f"influxd did not start: see {workdir}/influxd.log")
-        post(http_port, "/query?q=CREATE+DATABASE+cityhub", b"")
+    with BenchInfluxd(data_settings=COMPACT_SOON) as server:
+        assert server.proc is not None  # noqa: S101 - started by the `with`
+        post(server.port, "/query?q=CREATE+DATABASE+cityhub", b"")
         bodies = lines(args.devices, args.reports)
         readings = args.devices * args.reports * len(METRICS)
         for body in bodies:
-            post(http_port, "/write?db=cityhub&precision=ms", body)
+            post(server.port, "/write?db=cityhub&precision=ms", body)
         # Wait until the WAL is empty and the TSM files stop changing (fully compacted).
-        data_dir, wal_dir = workdir / "data" / "cityhub", workdir / "wal" / "cityhub"
+        data_dir, wal_dir = server.dir / "data" / "cityhub", server.dir / "wal" / "cityhub"
         last, stable_since = (-1, -1), time.monotonic()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -163,16 +133,7 @@ def main() -> None:
         print(f"influx_disk_tsm_bytes={size}")
         print(f"influx_disk_bytes_per_reading={size / readings:.2f}")
         print(f"influx_series={args.devices * len(METRICS)}")
-        print(f"influx_rss_mb={rss_mb(proc.pid):.0f}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"influx_rss_mb={rss_mb(server.proc.pid):.0f}")
 
 
 if __name__ == "__main__":
