@@ -213,19 +213,29 @@ class Load:
         self.rounds = 0
         self.messages = 0
         self.readings = 0
-        self._topics = [f"sensors/acme/{d}/up".encode() for d, _ in devices]
 
     def round(self) -> None:
         """One message per device, each with a timestamp one second after its last."""
-        ts = self.t0_ms + self.rounds * 1000
+        self.send(self.devices, self.t0_ms + self.rounds * 1000)
+        self.rounds += 1
+
+    def alarm_round(self, smoke: list[str]) -> None:
+        """A round in which only these smoke detectors report, each in alarm."""
+        self.send(
+            [(d, "acme-smoke") for d in smoke], self.t0_ms + self.rounds * 1000, smoke=9.0, alarm=1
+        )
+        self.rounds += 1
+
+    def send(self, devices: list[tuple[str, str]], at_ms: int, **override: float) -> None:
+        """One message from each (device, profile) at ``at_ms``, with the profile's normal values
+        (and any override), counted."""
         packets = [
-            self.pub.packet(topic, payload(profile, ts))
-            for topic, (_, profile) in zip(self._topics, self.devices, strict=True)
+            self.pub.packet(f"sensors/acme/{d}/up".encode(), payload(profile, at_ms, **override))
+            for d, profile in devices
         ]
         self.pub.send(packets)
-        self.rounds += 1
         self.messages += len(packets)
-        self.readings += sum(readings_in(p) for _, p in self.devices)
+        self.readings += sum(readings_in(p) for _, p in devices)
 
     def wait_acked(self, timeout: float = 60.0) -> None:
         """Until the broker acknowledged every message sent (it holds them for the workers)."""

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._broker import BenchBroker
 from bench._influxd import BenchInfluxd
-from bench._scaleout import Cluster, Load, cpu_seconds, payload
+from bench._scaleout import Cluster, Load, cpu_seconds
 from ingest.store.influx import InfluxStore
 from ingest.store.influxconf import InfluxSettings
 
@@ -104,18 +104,7 @@ def kill_run(
             cluster.kill(1)  # mid-stream: the broker still holds what it had not acknowledged
             for _ in range(rounds // 2):
                 load.round()
-            alarm_ts = load.t0_ms + load.rounds * 1000
-            load.pub.send(
-                [
-                    load.pub.packet(
-                        f"sensors/acme/{d}/up".encode(),
-                        payload("acme-smoke", alarm_ts, smoke=9.0, alarm=1),
-                    )
-                    for d in smoke
-                ]
-            )
-            load.messages += len(smoke)
-            load.readings += 3 * len(smoke)
+            load.alarm_round(smoke)
             load.wait_acked(120)
             cluster.restart(1)
             stored = _stored(store, load.readings, 300)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench._broker import free_port
-from bench._scaleout import Cluster, Load, Worker, payload
+from bench._scaleout import Cluster, Load, Worker
 from devices.partitions import Slot, owned_device_ids, partition_key
 from ingest.store.influx import InfluxStore
 from tests.conftest import Broker
@@ -24,17 +24,19 @@ from tests.influxd import Influxd
 pytestmark = pytest.mark.influx
 
 
+def _cluster(
+    broker: Broker, influxd: Influxd, root: Path, env: dict[str, str] | None = None
+) -> Cluster:
+    """Two ingest workers over 240 devices, on this test's broker and a database of its own."""
+    settings = influxd.settings()
+    return Cluster(
+        root, broker.port, settings.url, settings.database, workers=2, devices=240, env=env or {}
+    )
+
+
 @pytest.fixture
 def cluster(private_broker: Broker, influxd: Influxd, tmp_path: Path) -> Iterator[Cluster]:
-    settings = influxd.settings()
-    running = Cluster(
-        tmp_path / "cluster",
-        private_broker.port,
-        settings.url,
-        settings.database,
-        workers=2,
-        devices=240,
-    )
+    running = _cluster(private_broker, influxd, tmp_path / "cluster")
     try:
         running.start()
         yield running
@@ -67,19 +69,7 @@ def test_two_workers_store_everything_once_across_a_kill(
         for _ in range(5):
             load.round()
         # Alarms while slot 1 is down: its devices' alarms must be raised once it is back.
-        alarm_ts = load.t0_ms + load.rounds * 1000
-        load.pub.send(
-            [
-                load.pub.packet(
-                    f"sensors/acme/{d}/up".encode(),
-                    payload("acme-smoke", alarm_ts, smoke=9.0, alarm=1),
-                )
-                for d in smoke
-            ]
-        )
-        load.messages += len(smoke)
-        load.readings += 3 * len(smoke)
-        load.rounds += 1  # the alarms took this round's timestamp
+        load.alarm_round(smoke)
         load.wait_acked()
         cluster.restart(1)
         for _ in range(3):
@@ -150,15 +140,11 @@ def test_a_standby_takes_over_a_dead_worker_with_its_pending_for_window(
     rules_file.write_text(FOR_RULE)
     shared = tmp_path / "shared"  # the rule-state checkpoints, where every node can read them
     shared.mkdir()
-    settings = influxd.settings()
-    cluster = Cluster(
+    cluster = _cluster(
+        private_broker,
+        influxd,
         tmp_path / "cluster",
-        private_broker.port,
-        settings.url,
-        settings.database,
-        workers=2,
-        devices=240,
-        env={
+        {
             "HUB_RULES__SHIPPED": "false",
             "HUB_RULES__PATHS": f'["{rules_file}"]',
             "HUB_RULES__SAVE_S": "0.5",  # checkpoint often: the kill comes soon after the start
@@ -175,14 +161,7 @@ def test_a_standby_takes_over_a_dead_worker_with_its_pending_for_window(
         start = int(time.time() * 1000)
 
         def full(at_ms: int) -> None:
-            load.pub.send(
-                [
-                    load.pub.packet(
-                        f"sensors/acme/{d}/up".encode(), payload("acme-bin", at_ms, fill=95.0)
-                    )
-                    for d in bins
-                ]
-            )
+            load.send([(d, "acme-bin") for d in bins], at_ms, fill=95.0)
 
         full(start)
         time.sleep(2.0)  # evaluated and checkpointed (every 0.5 s)
