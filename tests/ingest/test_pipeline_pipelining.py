@@ -76,6 +76,17 @@ def _messages(first: int, count: int, t0: int) -> list[tuple[str, bytes]]:
     ]
 
 
+def _batch_sizes(pipeline: IngestPipeline) -> list[int]:
+    """The size of every batch the received handlers get, in order."""
+    seen: list[int] = []
+
+    async def received(batch: ReadingBatch) -> None:
+        seen.append(len(batch))
+
+    pipeline.add_received_handler(received)
+    return seen
+
+
 def _record_acks(pipeline: IngestPipeline) -> list[int]:
     """Every packet id the pipeline acknowledges, in the order it acknowledges them."""
     acked: list[int] = []
@@ -102,12 +113,7 @@ def test_a_slow_write_holds_acks_not_the_received_handlers(
         released(held),
     ):
         pipeline = running.pipeline
-        seen: list[int] = []
-
-        async def received(batch: ReadingBatch) -> None:
-            seen.append(len(batch))
-
-        pipeline.add_received_handler(received)
+        seen = _batch_sizes(pipeline)
         acked = _record_acks(pipeline)
         with Publisher(private_broker.host, private_broker.port) as pub:
             pub.send(_messages(0, 10, t0))
@@ -145,12 +151,7 @@ def test_batches_in_flight_are_bounded(
     ):
         pipeline = running.pipeline
         pipeline.max_in_flight = 2
-        seen: list[int] = []
-
-        async def received(batch: ReadingBatch) -> None:
-            seen.append(len(batch))
-
-        pipeline.add_received_handler(received)
+        seen = _batch_sizes(pipeline)
         with Publisher(private_broker.host, private_broker.port) as pub:
             pub.send(_messages(0, 5, t0))
             assert held.writing.wait(10)
