@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial import cKDTree
 
 from devices.geo import chord_for, ground_for, to_xyz
 
@@ -81,6 +80,8 @@ def near(a: Places, b: Places, *, radius_m: float, window_ms: float | None) -> P
 
     ``window_ms`` None: any time apart. Pairs come ordered by row of ``a``, then of ``b``.
     """
+    from scipy.spatial import cKDTree  # noqa: PLC0415 - lazy: scipy is 30 MB resident
+
     if not len(a) or not len(b):
         return _NO_PAIRS
     tree_a = cKDTree(to_xyz(a.lat, a.lon))

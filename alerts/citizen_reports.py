@@ -31,8 +31,6 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from sqlalchemy.engine import Connection
 
 from alerts.citizen_linking import Places, near
@@ -501,6 +499,10 @@ def _clusters(
     wins when a new report joins two); a component of new reports only is named after its smallest
     report id.
     """
+    # scipy (~30 MB resident) is imported when reports first need clustering, not with the hub.
+    from scipy.sparse import coo_matrix  # noqa: PLC0415
+    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
+
     order = np.argsort(pool.ids)
     sorted_ids = pool.ids[order]
     row = order[np.searchsorted(sorted_ids, np.concatenate([a, b, new.ids]))]

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
@@ -197,6 +196,8 @@ def fit_width(frame: Frame, width: int = ANALYSIS_WIDTH) -> Frame:
     for these measures and costs ~1 ms for 1080p, against ~7 ms for OpenCV's area averaging by three
     (it has a fast path only for exact factors of two, used here for the halvings of larger frames).
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     h, w = frame.shape[:2]
     while w >= 4 * width:
         w, h = w // 2, h // 2
@@ -213,6 +214,8 @@ def measure(frame: Frame) -> FrameStats:
     Args:
         frame: ``uint8`` array, ``(h, w, 3)`` BGR as OpenCV decodes it, or ``(h, w)`` grey.
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     colour = frame.ndim == 3
     small = fit_width(frame)
     gray = as_frame(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)) if colour else small
@@ -245,6 +248,8 @@ def _centre(frame: Frame) -> Frame:
     Noise is a property of the sensor's pixels: averaging them down would hide it, so it is measured
     on native pixels, and a crop keeps that cheap at any resolution.
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     h, w = frame.shape[:2]
     cw, ch = min(w, _NOISE_CROP[0]), min(h, _NOISE_CROP[1])
     x, y = (w - cw) // 2, (h - ch) // 2
@@ -254,6 +259,8 @@ def _centre(frame: Frame) -> Frame:
 
 def _tile_std(gray: Frame) -> NDArray[np.float32]:
     """Standard deviation of luma within each tile of a `TILES` grid (mean of squares minus square of mean)."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     g = gray.astype(np.float32)
     size = (TILES[1], TILES[0])
     mean = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
@@ -263,6 +270,8 @@ def _tile_std(gray: Frame) -> NDArray[np.float32]:
 
 def _cast(bgr: Frame) -> tuple[float, float]:
     """Colour cast: distance of the mean a*/b* from neutral, and that distance over the spread."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab)  # 8-bit Lab: a* and b* are offset by 128
     mean, std = cv2.meanStdDev(lab)
     da, db = float(mean[1, 0]) - 128.0, float(mean[2, 0]) - 128.0
@@ -273,6 +282,8 @@ def _cast(bgr: Frame) -> tuple[float, float]:
 
 def _noise_sigma(gray: Frame) -> float:
     """Immerkaer's estimate of the noise standard deviation, from the median absolute response."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     response = cv2.filter2D(gray, cv2.CV_16S, _IMMERKAER, borderType=cv2.BORDER_REFLECT)
     magnitude = cv2.convertScaleAbs(response)  # |response|, saturated at 255
     hist = cv2.calcHist([magnitude], [0], None, [256], [0, 256]).ravel()
@@ -286,6 +297,8 @@ def frame_difference(a: Frame, b: Frame) -> tuple[float, float]:
 
     Pictures of different sizes (the stream changed resolution) count as entirely different.
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     if a.shape != b.shape:
         return math.inf, 1.0
     diff = cv2.absdiff(a, b)
@@ -295,11 +308,15 @@ def frame_difference(a: Frame, b: Frame) -> tuple[float, float]:
 
 def signature(gray: Frame) -> Frame:
     """A picture's `SIGNATURE`-sized luma (area averages: codec noise cancels out)."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     return as_frame(cv2.resize(gray, SIGNATURE, interpolation=cv2.INTER_AREA))
 
 
 def signature_change(a: Frame, b: Frame | None) -> float | None:
     """The largest cell change between two signatures; None without a previous one."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     if b is None or a.shape != b.shape:
         return None
     return float(cv2.absdiff(a, b).max())
@@ -307,6 +324,8 @@ def signature_change(a: Frame, b: Frame | None) -> float | None:
 
 def largest_uniform_share(tile_std: NDArray[np.float32], uniform_std: float) -> float:
     """Share of the picture covered by the largest 4-connected region of uniform tiles."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     mask = (tile_std < uniform_std).astype(np.uint8)
     if not mask.any():
         return 0.0

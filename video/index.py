@@ -15,13 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from scipy.spatial import cKDTree
 
 from devices.geo import chord_for, ground_for, to_xyz
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
+
+
+def _tree(xyz: NDArray[np.float64]) -> cKDTree:
+    """A k-d tree of ``xyz``; scipy (~30 MB resident) is imported only when there are cameras."""
+    from scipy.spatial import cKDTree  # noqa: PLC0415
+
+    return cKDTree(xyz)
+
 
 Mask = NDArray[np.bool_]
 
@@ -65,7 +76,7 @@ class CameraIndex:
         self.placed = ~(np.isnan(lat) | np.isnan(lon))
         self._placed_idx = np.flatnonzero(self.placed)
         self._xyz = to_xyz(lat, lon)
-        self._tree = cKDTree(self._xyz[self._placed_idx]) if len(self._placed_idx) else None
+        self._tree = _tree(self._xyz[self._placed_idx]) if len(self._placed_idx) else None
         self.position = {camera: i for i, camera in enumerate(self.ids)}
 
     def __len__(self) -> int:

@@ -18,11 +18,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-
-import cv2
+from typing import TYPE_CHECKING
 
 from video import urls
 from video.diagnose import Frame, as_frame
+
+if TYPE_CHECKING:
+    import cv2
+
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ def configure_ffmpeg(options: str | None = None) -> None:
     OpenCV's own log is also silenced below errors, since its warnings quote the URL it was given,
     login included.
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     os.environ[CAPTURE_OPTIONS] = options if options is not None else capture_options()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
@@ -131,6 +136,8 @@ _RAW_SCHEMES = ("http", "https", "file")  # where MJPEG is common: try packets f
 
 
 def _open(target: str, plan: CapturePlan, *, raw: bool) -> cv2.VideoCapture:
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
         int(plan.open_timeout_s * 1000),
@@ -154,6 +161,8 @@ def capture(url: str, plan: CapturePlan, cancel: threading.Event | None = None) 
     the analysed ones are decoded but not converted to BGR (``grab`` without ``retrieve``). A stream
     that ends early (a short file) returns the frames it had.
     """
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     cancel = cancel or threading.Event()
     target = urls.capture_target(url)
     raw = url.split(":", 1)[0].lower() in _RAW_SCHEMES
@@ -184,6 +193,8 @@ class _Reader:
         self.raw = raw
 
     def read(self) -> Frame | None:
+        import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
         ok, data = self.cap.read()
         if not ok or data is None:
             return None
@@ -199,6 +210,8 @@ class _Reader:
 def _grab(
     reader: _Reader, url: str, plan: CapturePlan, cancel: threading.Event, start: float
 ) -> Capture:
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     first = reader.read()
     if first is None:
         waited = time.perf_counter() - start

@@ -15,8 +15,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 from video.diagnose import Frame, fit_width
 from video.errors import SnapshotNotFoundError
 
@@ -27,6 +25,8 @@ _NAME = re.compile(r"^(\d{1,16})(-f)?\.jpg$")
 
 def thumbnail(frame: Frame, width: int = 320, quality: int = 70) -> bytes:
     """``frame`` scaled to ``width`` pixels wide, as JPEG bytes."""
+    import cv2  # noqa: PLC0415 - lazy: OpenCV is 17 MB resident
+
     ok, buf = cv2.imencode(".jpg", fit_width(frame, width), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # only for an empty or malformed array
         msg = f"cannot encode a {frame.shape} frame as JPEG"
