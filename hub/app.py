@@ -42,6 +42,7 @@ from devices.users import UserStore
 from hub import areas_api, feed_api, health_api, metrics_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
+from hub.camera_relay import CameraRelay
 from hub.db import upgrade as upgrade_schema
 from hub.device_flags import flag_events
 from hub.embedded_broker import EmbeddedBroker
@@ -52,12 +53,13 @@ from hub.influx_sink import InfluxSink
 from hub.limits import BodyLimit
 from hub.live import HubLiveView
 from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
-from hub.relay import LiveSink, StatePublisher, StateRelay
+from hub.relay import CameraRow, LiveSink, StatePublisher, StateRelay
 from hub.reports_wiring import ReportsWiring
 from hub.response_wiring import ROUTERS as RESPONSE_ROUTERS
 from hub.response_wiring import ResponseWiring
 from hub.roles import PassiveAlerting, RolePlan, Starter, side_transport
 from hub.settings import HubSettings
+from hub.singleton_jobs import SingletonJobs, lease_taker
 from hub.slots import alert_owner, cluster_slot, slot_client_id, slot_file
 from hub.state import LiveState
 from hub.store_alarm import StoreAlarm
@@ -338,6 +340,15 @@ class Components:
         self._live_out(feed)
         # Cameras: registry and patrol; confirmed findings go to the alert path like the engine's.
         self.video = VideoWiring(settings, self.registry, self.alerts, self.alerting)
+        # Camera standing across nodes: the video node publishes it, api nodes show it live, and
+        # no other role opens a stream (hub/camera_relay.py).
+        self.camera_relay = CameraRelay.wire(
+            self.plan,
+            self.video,
+            self.feed.on_camera,
+            lambda: self.mqtt_link,
+            settings.cluster.worker,
+        )
         # Incidents, units, warnings, duty roster and the area tree (issue 8).
         self.response = ResponseWiring(
             settings,
@@ -349,6 +360,9 @@ class Components:
             self.video.fleet,
         )
         self._more_ways_in()
+        # In a cluster one api node at a time ticks incidents, warnings, duty notices and report
+        # clusters: the holder of the jobs lease (hub/singleton_jobs.py).
+        self.jobs = self._singleton_jobs()
         self._feed_sources(cameras)
         self.influx_sink = self._observe(settings.store.influx.stats_interval_s, feed)
         self.started = time.time()
@@ -370,10 +384,11 @@ class Components:
             self.relay = StateRelay(
                 on_batch=[self._to_state, self._to_feed],
                 on_status=[self._status_to_state, self._status_to_feed],
-                on_alert=lambda change: self.feed.on_alert(change),  # noqa: PLW0108 - feed comes later
+                on_alert=self._remote_alert,
                 vendor_of=self._vendor_of,
                 alerts_prefix=self.settings.notify.mqtt_prefix,
                 on_resync=self._reread_latest,
+                on_cameras=[self._cameras_in],
             )
             subscriptions = self.relay.subscriptions()
             feed.subscribe(self.relay.local_change)  # its own changes' echo is dropped
@@ -393,6 +408,30 @@ class Components:
         latest = await asyncio.to_thread(self.store.latest)
         await self._to_state(latest)
         await self._to_feed(latest)
+        if self.camera_relay.intake is not None:
+            await self.camera_relay.intake.resync()
+
+    def _remote_alert(self, change: AlertChange) -> None:
+        """An alert change another process committed (an api node's relay): screens and duty."""
+        self.feed.on_alert(change)
+        self.response.to_duty(change)
+
+    def _singleton_jobs(self) -> SingletonJobs | None:
+        """An api node's jobs lease and the ticks it runs; who queues duty notices."""
+        if not self.plan.runs("jobs.singleton"):
+            if not self.plan.runs("response.tick"):  # ingest, video: no tick would ever send them
+                self.response.duty_wanted = lambda: False
+            return None
+        jobs = SingletonJobs(
+            lease_taker(self.settings.registry),
+            {"response.tick": self.response.run, "reports.tick": self.reports.run},
+        )
+        self.response.duty_wanted = lambda: jobs.held
+        return jobs
+
+    async def _cameras_in(self, rows: Sequence[CameraRow]) -> None:
+        if self.camera_relay.intake is not None:
+            await self.camera_relay.intake.apply(rows)
 
     def _live_out(self, feed: AlertFeed) -> None:
         """Where live changes go: this process's own screens, or (an ingest worker) the relay."""
@@ -651,6 +690,10 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             starters["influx.sink"] = components.influx_sink.run
         if components.relay is not None:
             starters["relay.state"] = components.relay.run
+        if components.jobs is not None:
+            starters["jobs.singleton"] = components.jobs.run
+        if components.camera_relay.publisher is not None:
+            starters["relay.cameras"] = components.camera_relay.publisher.run
         # The role picks which run (hub/roles.py); ``all`` runs every one, as one process always did.
         tasks = [
             asyncio.create_task(start(), name=name)
@@ -760,6 +803,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             # alert changes; an ingest worker: alert changes other processes committed).
             "role": c.plan.role,
             "relay": c.relay.status() if c.relay is not None else None,
+            # An api node: whether it holds the jobs lease (runs the ticks) or stands by.
+            "jobs": c.jobs.status() if c.jobs is not None else None,
         }
 
     if plan.screens:

@@ -10,6 +10,17 @@ read) and its situation feed must move with the city. Ingest workers therefore p
 * ``hub/state/status/w{k}``: devices' own online/offline messages of the flush, QoS 1 (rare, and a
   missed one would leave a device's status wrong until its next).
 
+The video node (it alone runs the camera patrol) publishes its cameras' standing the same way:
+
+* ``hub/state/cameras/v{k}``: the cameras whose state (``ok``, ``fault``, ``lost``...) or confirmed
+  findings changed, as one msgpack array of ``[id, state, [finding, ...], since_ms]`` rows
+  (`CameraRow`; ~40 bytes a camera), QoS 1: sent at most every ``CameraPublisher.EVERY_S``, the
+  latest row per camera (a power cut taking 500 cameras down is one frame). The rest of a camera
+  (name, place, area) the api node has in the shared camera registry, and its full status (measures,
+  snapshot) in the shared status table, which the video node wrote before it published; the api
+  node reads both for the frame's cameras (hub/camera_relay.py) and queues a camera delta for its
+  feed, as the video node's own fleet does for an ``all`` hub.
+
 Alert changes need no frame of their own: every process that commits one publishes it on
 ``hub/alerts/{level}/{id}`` (alerts/notify.py), and the api node rebuilds the `AlertChange` from that
 JSON. Its own changes (a person acknowledging on this node) reach its feed in-process at once and
@@ -67,6 +78,11 @@ def status_topic(worker: int) -> str:
     return f"{STATE_PREFIX}/status/w{worker}"
 
 
+def cameras_topic(node: int) -> str:
+    """``hub/state/cameras/v{node}``."""
+    return f"{STATE_PREFIX}/cameras/v{node}"
+
+
 class ReadingsFrame(msgspec.Struct, array_like=True, frozen=True):
     """One flush's newest reading per series, column by column (raw little-endian arrays)."""
 
@@ -86,8 +102,20 @@ class StatusRow(msgspec.Struct, array_like=True, frozen=True):
     ts_ms: int
 
 
+class CameraRow(msgspec.Struct, array_like=True, frozen=True):
+    """One camera's standing: its state, its confirmed findings (sorted) and since when."""
+
+    id: str
+    state: str
+    findings: list[str]
+    since_ms: int | None
+
+
+CameraHook = Callable[[Sequence[CameraRow]], Awaitable[None]]
+
 _readings_decoder = msgspec.msgpack.Decoder(ReadingsFrame)
 _status_decoder = msgspec.msgpack.Decoder(list[StatusRow])
+_cameras_decoder = msgspec.msgpack.Decoder(list[CameraRow])
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -139,6 +167,16 @@ def decode_status(payload: bytes) -> list[StatusChange]:
         StatusChange(vendor=r.vendor, device_id=r.device, online=r.online, ts_ms=r.ts_ms)
         for r in _status_decoder.decode(payload)
     ]
+
+
+def encode_cameras(rows: Sequence[CameraRow]) -> bytes:
+    """Cameras' standing as one frame."""
+    return _encoder.encode(list(rows))
+
+
+def decode_cameras(payload: bytes) -> list[CameraRow]:
+    """A camera frame back into its rows."""
+    return _cameras_decoder.decode(payload)
 
 
 def _ms(iso: str | None) -> int | None:
@@ -257,6 +295,58 @@ class StatePublisher:
         self.stats.status_frames += 1
 
 
+class CameraPublisher:
+    """The video node's camera standing, published for the api nodes (a fleet listener).
+
+    `note` runs on whatever thread changed the camera (the patrol's writer, a request's) and
+    only notes the row; `run` publishes what is noted, the latest row per camera, as one frame at
+    most every `EVERY_S`: a screen sees a camera fall within a fraction of a second, and a district
+    going dark at once costs one message.
+    """
+
+    EVERY_S = 0.2
+
+    def __init__(self, publisher: Callable[[], Publisher], node: int) -> None:
+        """Publish through ``publisher()`` (the node's MQTT link, made after this) as video node ``node``."""
+        self._publisher = publisher
+        self.topic = cameras_topic(node)
+        self._pending: dict[str, CameraRow] = {}
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.frames = 0
+        self.cameras = 0
+
+    def note(self, row: CameraRow) -> None:
+        """Queue a camera's new standing (any thread)."""
+        with self._lock:
+            self._pending[row.id] = row
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Publish noted rows until cancelled (what is noted by then still goes out)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake.set()  # what was noted before the loop was known (cameras changed at start)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._flush()
+                await asyncio.sleep(self.EVERY_S)  # coalesce a burst into the next frame
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            rows, self._pending = list(self._pending.values()), {}
+        if rows:
+            self._publisher().publish(self.topic, encode_cameras(rows), 1)
+            self.frames += 1
+            self.cameras += len(rows)
+
+
 @dataclass(slots=True)
 class RelayInStats:
     """What an api node's relay took in."""
@@ -264,6 +354,7 @@ class RelayInStats:
     reading_frames: int = 0
     readings: int = 0
     status_frames: int = 0
+    camera_frames: int = 0
     alert_changes: int = 0
     echoes: int = 0  # this node's own alert changes coming back from the broker
     resyncs: int = 0  # live state read again from the store after the broker came back
@@ -304,8 +395,9 @@ class StateRelay:
         vendor_of: Callable[[str], str | None],
         alerts_prefix: str = "hub/alerts",
         on_resync: Callable[[], Awaitable[None]] | None = None,
+        on_cameras: Sequence[CameraHook] = (),
     ) -> None:
-        """Hand frames to ``on_batch``/``on_status`` and remote alert changes to ``on_alert``.
+        """Hand frames to ``on_batch``/``on_status``/``on_cameras``, remote alert changes to ``on_alert``.
 
         ``on_resync`` is awaited when the session connects again after a loss: the frames sent
         meanwhile are gone (the session is clean; readings frames are QoS 0), so the node reads
@@ -316,6 +408,7 @@ class StateRelay:
         self.alerts_prefix = alerts_prefix.rstrip("/") + "/"
         self._on_batch = list(on_batch)
         self._on_status = list(on_status)
+        self._on_cameras = list(on_cameras)
         self._on_alert = on_alert
         self._vendor_of = vendor_of
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -411,6 +504,11 @@ class StateRelay:
             self.stats.status_frames += 1
             for status_hook in self._on_status:
                 await status_hook(statuses)
+        elif topic.startswith(STATE_PREFIX + "/cameras/"):
+            rows = decode_cameras(payload)
+            self.stats.camera_frames += 1
+            for camera_hook in self._on_cameras:
+                await camera_hook(rows)
         elif topic.startswith(self.alerts_prefix):
             change = change_from_wire(msgspec.json.decode(payload), self._vendor_of)
             with self._lock:
@@ -427,6 +525,7 @@ class StateRelay:
             "reading_frames": self.stats.reading_frames,
             "readings": self.stats.readings,
             "status_frames": self.stats.status_frames,
+            "camera_frames": self.stats.camera_frames,
             "alert_changes": self.stats.alert_changes,
             "echoes": self.stats.echoes,
             "dropped": self.stats.dropped,

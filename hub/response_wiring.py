@@ -23,6 +23,7 @@ from fastapi import APIRouter, FastAPI
 from alerts import incident_api, reports_api, roster_api, units_api, warnings_api
 from alerts._response_tables import ResponseDb
 from alerts.events import ConditionEvent
+from alerts.lifecycle import AlertChange
 from alerts.notify import AlertFeed
 from alerts.reports import Series, Snapshot
 from alerts.response import ResponseService
@@ -140,10 +141,19 @@ class ResponseWiring:
         self.service.readings = StoreReadings(registry, store)
         self.service.snapshots = FleetSnapshots(fleet) if fleet is not None else None
         self.service.tz = ZoneInfo(settings.ingest.site_zone)
-        alert_feed.subscribe(self.service.duty.observe)
+        # Which alert changes the duty notifier takes: all of this process's (a one-process hub);
+        # in a cluster only the api node holding the jobs lease tells people, of every node's
+        # changes (hub/singleton_jobs.py), and the other nodes queue none.
+        self.duty_wanted: Callable[[], bool] = lambda: True
+        alert_feed.subscribe(self.to_duty)
         self.service.start()
         # Overdue steps whose alert a crash may have lost (queued behind the engine's reconcile).
         self.service.reconcile()
+
+    def to_duty(self, change: AlertChange) -> None:
+        """Queue an alert change for the people on duty, if this process tells them (any thread)."""
+        if self.duty_wanted():
+            self.service.duty.observe(change)
 
     def install(self, app: FastAPI) -> None:
         """Give the routes what they depend on."""

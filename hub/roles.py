@@ -9,7 +9,9 @@
   (registry, alerts: the SQL database; readings: InfluxDB), their live state and feed fed by those
   topics, so screens scale apart from ingestion. People's actions (acknowledge...) are written to the
   shared database and published like any alert change.
-* ``video`` nodes run the camera registry and patrol.
+* ``video`` nodes run the camera registry and patrol, and publish their cameras' standing
+  (``hub/state/cameras/#``) for the api nodes' screens. No other role opens a camera's stream: a
+  "check now" sent to an ingest or api node is refused (hub/camera_relay.py).
 
 Every role builds the same components (hub/app.py); the role picks which of them run (`TASKS`),
 where live changes go, and which MQTT session a process keeps.
@@ -52,10 +54,14 @@ TASKS: Mapping[str, frozenset[RoleName]] = {
     # api: state frames and alert changes; ingest: others' alert changes, for its notifications.
     "relay.state": frozenset({"api", "ingest"}),
     "video.patrol": VIDEO,
-    # Incidents' overdue steps, warnings' expiry, duty notices and report clusters: people's work,
-    # ticked where people work (api). Several api nodes each tick (see README: Scale-out: roles).
-    "response.tick": SCREENS,
-    "reports.tick": SCREENS,
+    # The video node's camera standing for the api nodes (hub/camera_relay.py); ``all`` has its own.
+    "relay.cameras": frozenset({"video"}),
+    # Incidents' overdue steps, warnings' expiry, duty notices and report clusters: people's work.
+    # A one-process hub ticks them; in a cluster one api node at a time, the holder of the jobs
+    # lease, runs both (hub/singleton_jobs.py), and its duty notices cover every node's alerts.
+    "response.tick": ALL,
+    "reports.tick": ALL,
+    "jobs.singleton": frozenset({"api"}),
     "influx.sink": EVERY,
 }
 """Which roles run each of the hub's long-running tasks (by task name, as in hub/app.py)."""

@@ -101,8 +101,12 @@ def _locker(registry_url: str) -> Callable[[int], SlotLease | None]:
     raise HubError(msg)
 
 
-def _file_lease(database: Path, slot: int) -> SlotLease | None:
-    path = database.with_name(f"{database.name}.slot-{slot}.lock")
+def try_flock(path: Path) -> IO[str] | None:
+    """``path`` opened and exclusively locked without waiting; None if another process holds it.
+
+    Our pid is written in it, for people. The lock lasts as long as the open file: a dead process's
+    lock is gone with it.
+    """
     handle: IO[str] = path.open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,6 +115,13 @@ def _file_lease(database: Path, slot: int) -> SlotLease | None:
         return None
     handle.write(f"{os.getpid()}\n")
     handle.flush()
+    return handle
+
+
+def _file_lease(database: Path, slot: int) -> SlotLease | None:
+    handle = try_flock(database.with_name(f"{database.name}.slot-{slot}.lock"))
+    if handle is None:
+        return None
 
     def release() -> None:
         with contextlib.suppress(OSError):

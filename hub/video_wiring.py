@@ -95,7 +95,8 @@ class FeedCameras:
         self.fleet = fleet
 
     @staticmethod
-    def _entry(camera: Camera, status: CameraStatus) -> dict[str, Any]:
+    def entry(camera: Camera, status: CameraStatus) -> dict[str, Any]:
+        """A camera as the feed shows it (also what an api node makes of a relayed one)."""
         # Cameras belong to the city, not to a sensor vendor: no "vendor", so no vendor's stream
         # shows them (the feed's filter wants a matching vendor).
         return {
@@ -113,11 +114,11 @@ class FeedCameras:
 
     def cameras(self) -> list[dict[str, Any]]:
         """Every camera with its standing."""
-        return [self._entry(c, self.fleet.status(c.id)) for c in self.fleet.registry.all()]
+        return [self.entry(c, self.fleet.status(c.id)) for c in self.fleet.registry.all()]
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``callback`` with each camera whose state or findings changed (any thread)."""
-        return self.fleet.subscribe(lambda camera, status: callback(self._entry(camera, status)))
+        return self.fleet.subscribe(lambda camera, status: callback(self.entry(camera, status)))
 
 
 class VideoWiring:

@@ -35,9 +35,12 @@ from devices.loader import load_shipped
 from devices.registry import Registry
 from hub.db import upgrade
 from hub.relay import (
+    CameraRow,
     change_from_wire,
+    decode_cameras,
     decode_readings,
     decode_status,
+    encode_cameras,
     encode_readings,
     encode_status,
     newest_per_series,
@@ -116,10 +119,11 @@ class Cluster:
     password: str
     nodes: list[Node]
 
-    def start(self, role: str) -> Node:
-        env = {**self.env, "HUB_DATA_DIR": str(self.workdir / role)}
+    def start(self, role: str, extra: dict[str, str] | None = None, name: str = "") -> Node:
+        name = name or role
+        env = {**self.env, "HUB_DATA_DIR": str(self.workdir / name), **(extra or {})}
         env["HUB_HTTP__PORT"] = str(free_port())
-        node = Node(role, env, ["--role", role], self.workdir / f"{role}.log")
+        node = Node(name, env, ["--role", role], self.workdir / f"{name}.log")
         self.nodes.append(node)
         node.wait_healthy()
         node.login("admin", self.password)
@@ -372,6 +376,13 @@ def test_the_relay_frames_round_trip() -> None:
     assert got.value.dtype == np.float64
     statuses = [StatusChange("hydrox", "wl-00004", online=False, ts_ms=1_700_000_000_123)]
     assert decode_status(encode_status(statuses)) == statuses
+    cameras = [
+        CameraRow("cam-bund", "fault", ["black", "noisy"], 1_700_000_000_456),
+        CameraRow("cam-2", "unknown", [], None),
+    ]
+    frame = encode_cameras(cameras)
+    assert decode_cameras(frame) == cameras
+    assert len(frame) < 30 * len(cameras)  # compact: no field names on the wire
 
 
 def test_an_alert_change_rebuilt_from_mqtt_says_what_the_original_said() -> None:
@@ -436,3 +447,73 @@ def test_the_api_node_rejoins_and_catches_up_after_losing_the_broker(cluster: Cl
     publish(cluster.broker, [bin_reading("bin-00007", 43.0, now + 60_000)])
     wait_until(lambda: latest() == 43.0, "the api node no longer follows the ingest node")
     assert api.http.get("/healthz").json()["broker_connected"] is True
+
+
+def camera_deltas(frames: list[Frame], camera: str) -> list[Frame]:
+    return [c for f in frames for c in f.get("cameras", []) if c["id"] == camera]
+
+
+async def test_camera_changes_on_the_video_node_reach_the_api_nodes_screens_live(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    # No patrol cycle: the camera is checked exactly when asked, on the video node.
+    video = cluster.start("video", {"HUB_VIDEO__PATROL": "false"})
+    ws = await open_feed(api)
+    snap = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert snap["type"] == "snapshot"
+    assert snap.get("cameras", []) == []
+
+    # Registered on the video node: the api node learns of it from the relay (its camera
+    # registry is refreshed for a camera it does not know) and shows it as a delta.
+    camera = {
+        "id": "cam-roles",
+        "url": "rtsp://127.0.0.1:9/nothing-listens-here",
+        "lat": 31.24,
+        "lon": 121.49,
+        "area": "sh/huangpu/bund",
+    }
+    assert video.http.post("/api/v1/cameras", json=camera).status_code == 201
+    seen = await frames_until(ws, lambda fs: bool(camera_deltas(fs, "cam-roles")))
+    assert camera_deltas(seen, "cam-roles") == [
+        {"id": "cam-roles", "status": "unknown", "findings": []}
+    ]
+
+    # Two checks on the video node find no signal (raise_after=2): "ok" (seen, not confirmed),
+    # then "lost", each on the api node's feed as it happens, with no new snapshot.
+    for _ in range(2):
+        r = await asyncio.to_thread(video.http.post, "/api/v1/cameras/cam-roles/check", timeout=60)
+        assert r.status_code == 200, r.text
+    seen += await frames_until(
+        ws,
+        lambda fs: any(c["status"] == "lost" for c in camera_deltas(fs, "cam-roles")),
+    )
+    await ws.close()
+    assert [f["type"] for f in seen] == ["delta"] * len(seen)
+    assert camera_deltas(seen, "cam-roles") == [
+        {"id": "cam-roles", "status": "unknown", "findings": []},
+        {"id": "cam-roles", "status": "ok", "findings": []},
+        {"id": "cam-roles", "status": "lost", "findings": ["signal_lost"]},
+    ]
+
+    # The api node's own view follows (REST, and the snapshot a screen connecting now gets),
+    # with the full status the video node stored, not only the frame's state.
+    detail = api.http.get("/api/v1/cameras/cam-roles").json()
+    assert detail["state"] == "lost"
+    assert detail["last_check_at"] is not None
+    # (A snapshot cached a moment ago may serve it, with the deltas since replayed after it.)
+    ws = await open_feed(api)
+    joined = await frames_for(ws, 1.5)
+    await ws.close()
+    assert joined[0]["type"] == "snapshot"
+    standing = {c["id"]: c["status"] for f in joined for c in f.get("cameras", [])}
+    assert standing == {"cam-roles": "lost"}
+    assert api.status()["relay"]["camera_frames"] >= 3
+
+    # The api node opens no stream: a check asked of it is refused and points to the video node.
+    r = api.http.post("/api/v1/cameras/cam-roles/check")
+    assert r.status_code == 409, r.text
+    assert "video node" in r.json()["detail"]
+    assert api.http.post("/api/v1/cameras/no-such-camera/check").status_code == 404
+    assert api.http.get("/api/v1/cameras/summary").json()["patrol"]["checks"] == 0
+    assert video.http.get("/api/v1/cameras/summary").json()["patrol"]["checks"] == 2
