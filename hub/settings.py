@@ -315,6 +315,17 @@ class HubSettings(BaseSettings):
                 "the shared broker: set mqtt.embedded = false (HUB_MQTT__EMBEDDED=false)"
             )
             raise ValueError(msg)
+        if clustered and self.mqtt.writes_broker_accounts:
+            # Mosquitto with the hub's password files runs ``use_username_as_clientid``: every node
+            # on the hub's account would get the same client id, and each connection would close
+            # the last one's (the ingest sessions taking each other over, readings going astray).
+            msg = (
+                "a cluster node cannot use a broker whose accounts the hub writes (mqtt.auth_dir): "
+                "Mosquitto gives every connection of one account the same client id, so the nodes "
+                "would disconnect each other. Run the cluster on EMQX, whose hub listener keeps "
+                "client ids (docker compose --profile cluster, docs/scaleout.md)"
+            )
+            raise ValueError(msg)
         return self
 
     @property
