@@ -89,6 +89,9 @@ def _logging(verbose: bool) -> None:
 
 
 def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] = ()) -> None:
+    from hub.memory import fix_mmap_threshold  # noqa: PLC0415
+
+    fix_mmap_threshold()  # before numpy and DuckDB load: big blocks go back when freed (hub/memory.py)
     from hub.app import create_app  # noqa: PLC0415 - keep `hub --help` fast
 
     servers: list[uvicorn.Server] = []
