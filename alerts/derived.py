@@ -96,7 +96,8 @@ class CompositeRuntime(Runtime):
     def take(self, data: StateData, *, keep_pending: bool, now_ms: int) -> list[ConditionEvent]:
         """Adopt fired areas; the engine's next `update` ends those that no longer hold."""
         del keep_pending, now_ms
-        self.areas = {str(a) for a in data["areas"].tolist()}
+        # A union: a slot of a new worker layout adopts the areas of several old workers in turn.
+        self.areas |= {str(a) for a in data["areas"].tolist()}
         return []
 
 

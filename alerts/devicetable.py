@@ -83,6 +83,9 @@ class DeviceTable:
         self.lat = lat
         self.lon = lon
         self.via = via if via is not None else np.full(len(ids), -1, dtype=np.intp)
+        # With several ingest workers: the devices in service that another worker's slot owns (set
+        # by the engine). Their conditions are that worker's: never cleared here when state moves.
+        self.elsewhere: NDArray[np.bool_] | None = None
         self._scopes: dict[tuple[object, ...], Scope] = {}
         self._index: dict[str, int] | None = None
         self._groups: dict[int, tuple[NDArray[np.int32], list[str]]] = {}

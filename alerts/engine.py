@@ -46,6 +46,7 @@ from alerts.rules import (
 )
 from alerts.ruleset import check_rule_set
 from alerts.rulestate import Active, Runtime, StateData
+from alerts.statemoves import only_mine, writer_layout, writer_owned
 from alerts.windows import AccumulationRuntime, RateRuntime
 from devices.partitions import Slot
 from devices.registry import Registry
@@ -333,7 +334,9 @@ class RuleEngine:
     def _owned(self, table: DeviceTable) -> DeviceTable:
         """``table`` with the devices other worker slots own marked out of service for the rules."""
         if self.slot is not None:
-            table.active &= self.slot.mask(table.area.tolist(), table.ids)
+            mine = self.slot.mask(table.area.tolist(), table.ids)
+            table.elsewhere = table.active & ~mine
+            table.active &= mine
         return table
 
     def owns_source(self, source: str) -> bool:
@@ -366,6 +369,8 @@ class RuleEngine:
                 "saved_ms": self.clock(),
                 "newest": newest,
                 "rules": [],
+                # Which devices this state is about: a worker slot's own, or all of them.
+                "slot": writer_layout(self.slot),
             }
             rules = {r.id: r for r in self._rules}
             for i, (rule_id, rt) in enumerate(self._runtimes.items()):
@@ -408,9 +413,37 @@ class RuleEngine:
         Raises:
             RuleError: the snapshot is not one this engine wrote.
         """
+        return cls.restore_many([snapshot], registry, rules, clock, slot=slot)
+
+    @classmethod
+    def restore_many(
+        cls,
+        snapshots: Sequence[bytes],
+        registry: Registry,
+        rules: Sequence[Rule],
+        clock: Clock,
+        *,
+        slot: Slot | None = None,
+    ) -> Self:
+        """An engine that continues from the snapshots of the workers of another layout.
+
+        When the number of ingest workers changes, districts move between slots: each new slot
+        takes, from every old worker's snapshot, the state of the devices and areas it owns now
+        (each snapshot says which slot wrote it, so a device's state comes from the worker that
+        watched it). Conditions that moved to another slot are left to it, not cleared.
+
+        Raises:
+            RuleError: a snapshot is not one this engine wrote.
+        """
         engine = cls(registry, rules, clock, slot=slot)
         with engine._lock:
-            engine._pending += engine._load(snapshot)
+            now = engine.clock()
+            events: list[ConditionEvent] = []
+            for snapshot in snapshots:
+                events += engine._load(snapshot, now)
+            engine._rewatch()
+            events += engine._derive(events, now, everything=True)
+            engine._pending += events
         return engine
 
     def save(self, path: str | Path) -> None:
@@ -449,8 +482,7 @@ class RuleEngine:
             return cls(registry, rules, clock, slot=slot)
         return cls.restore(target.read_bytes(), registry, rules, clock, slot=slot)
 
-    def _load(self, snapshot: bytes) -> list[ConditionEvent]:
-        now = self.clock()
+    def _load(self, snapshot: bytes, now: int) -> list[ConditionEvent]:
         try:
             archive = np.load(io.BytesIO(snapshot), allow_pickle=False)
             header = json.loads(bytes(archive["header"]).decode())
@@ -464,29 +496,35 @@ class RuleEngine:
             raise RuleError(msg)
         with archive:
             downtime = max(0, now - int(header["saved_ms"]))
+            # Only what the writer watched: another worker's snapshot says nothing of our devices.
+            watched = np.flatnonzero(writer_owned(header.get("slot"), self._table))
             heard = archive["heard"]
-            n = min(len(heard), len(self._heard))
-            self._heard[:n] = heard[:n] + downtime
+            rows = watched[watched < min(len(heard), len(self._heard))]
+            self._heard[rows] = heard[rows] + downtime
             metrics = self.registry.interner.metrics
             for i, name in enumerate(header["newest"]):
                 m = metrics.get(name)
                 if m is not None:
                     arr = archive[f"newest.{i}"]
-                    k = min(len(arr), self._newest.size)
-                    self._newest.series(m)[:k] = arr[:k]
+                    rows = watched[watched < min(len(arr), self._newest.size)]
+                    self._newest.series(m)[rows] = arr[rows]
             rules = {r.id: r for r in self._rules}
             events: list[ConditionEvent] = []
             for i, entry in enumerate(header["rules"]):
                 rt = self._runtimes.get(entry["id"])
                 if rt is None or rt.kind != entry["kind"]:
                     why = "its rule was removed or changed kind while the hub was down"
-                    events += [_active_from_json(a).cleared(now, why) for a in entry["active"]]
+                    events += [
+                        _active_from_json(a).cleared(now, why)
+                        for a in entry["active"]
+                        if self.owns_source(a["source"])
+                    ]
                     continue
                 data: StateData = {f: archive[f"r{i}.{f}"] for f in entry["fields"]}
+                if self.slot is not None:
+                    data = only_mine(rt.kind, data, self._table, self.slot)
                 same = rules[entry["id"]].fingerprint() == entry["fingerprint"]
                 events += rt.take(data, keep_pending=same, now_ms=now)
-        self._rewatch()
-        events += self._derive(events, now, everything=True)
         return events
 
 

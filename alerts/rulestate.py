@@ -162,6 +162,9 @@ def hand_over(
             metric=metric,
         )
         if row in gone:
+            elsewhere = rt.table.elsewhere
+            if elsewhere is not None and index < len(elsewhere) and elsewhere[index]:
+                continue  # the device moved to another worker's slot, which holds it now
             events.append(old.cleared(now_ms, "no longer covered by the rule"))
         elif now_id != was:
             events.append(old.cleared(now_ms, f"hardware replaced by {now_id}"))

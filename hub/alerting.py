@@ -32,6 +32,7 @@ from alerts.rulestate import Active
 from alerts.store import AlertStore
 from devices.partitions import Slot
 from devices.registry import Registry
+from hub.checkpoints import checkpoint_sources
 from ingest.batch import ReadingBatch
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class Alerting:
         self._reconcile()
 
     def _load_engine(self, rules: Sequence[Rule]) -> RuleEngine:
+        sources = checkpoint_sources(self.state_path, self.slot)
+        if sources and sources != [self.state_path]:
+            return self._load_moved(rules, sources)
         try:
             return RuleEngine.load(self.state_path, self.registry, rules, now_ms, slot=self.slot)
         except RuleError:
@@ -115,6 +119,23 @@ class Alerting:
                 "rule state %s unreadable; starting afresh, kept as %s", self.state_path, kept
             )
             return RuleEngine(self.registry, rules, now_ms, slot=self.slot)
+
+    def _load_moved(self, rules: Sequence[Rule], sources: list[Path]) -> RuleEngine:
+        """Start from the checkpoints of another worker layout (the worker count changed)."""
+        names = ", ".join(p.name for p in sources)
+        try:
+            blobs = [p.read_bytes() for p in sources]
+            engine = RuleEngine.restore_many(blobs, self.registry, rules, now_ms, slot=self.slot)
+        except (OSError, RuleError):
+            # Those files are other workers' too: leave them in place, start afresh.
+            logger.exception("rule state of the previous worker layout (%s) unusable", names)
+            return RuleEngine(self.registry, rules, now_ms, slot=self.slot)
+        logger.info(
+            "rule state: %s continues from the previous worker layout's checkpoints (%s)",
+            self.state_path.name,
+            names,
+        )
+        return engine
 
     # -- inputs ---------------------------------------------------------------------------------
 

@@ -35,11 +35,15 @@ def slot_client_id(client_id: str, slot: Slot | None) -> str:
 
 
 def slot_file(name: str, slot: Slot | None) -> str:
-    """A per-slot file name: ``rule-state.npz`` becomes ``rule-state-w1.npz``."""
-    if slot is None:
+    """A per-slot file name: ``rule-state.npz`` becomes ``rule-state-w1of4.npz`` (slot 1 of 4).
+
+    The worker count is in the name so that, when it changes, the new slots' files never overwrite
+    the old workers' before every new slot has read its share of them (hub/checkpoints.py).
+    """
+    if slot is None or slot.alone:
         return name
     path = PurePath(name)
-    return str(path.with_name(f"{path.stem}-w{slot.worker}{path.suffix}"))
+    return str(path.with_name(f"{path.stem}-w{slot.worker}of{slot.workers}{path.suffix}"))
 
 
 def alert_owner(slot: Slot | None) -> Callable[[Alert], bool] | None:

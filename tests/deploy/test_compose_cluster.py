@@ -141,10 +141,23 @@ def test_the_cluster_profile_has_a_broker_workers_and_api_nodes(
         assert services[name]["image"] == HUB_IMAGE, name
 
 
+def standbys(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        n: s
+        for n, s in hub_nodes(services, "ingest").items()
+        if s["environment"].get("HUB_CLUSTER__STANDBY") == "true"
+    }
+
+
+def slot_workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    spare = standbys(services)
+    return {n: s for n, s in hub_nodes(services, "ingest").items() if n not in spare}
+
+
 def test_every_ingest_worker_owns_one_slot_with_its_own_session(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    workers = hub_nodes(services, "ingest")
+    workers = slot_workers(services)
     envs = [s["environment"] for s in workers.values()]
     counts = {e["HUB_CLUSTER__WORKERS"] for e in envs}
     assert counts == {str(len(workers))}, "every worker must be told the same N, the real one"
@@ -158,16 +171,37 @@ def test_every_ingest_worker_owns_one_slot_with_its_own_session(
         assert s["restart"] == "always", name
         (data,) = [v for v in s["volumes"] if v.endswith(":/data") or ":/data:" in v]
         data_volumes.append(data.split(":")[0])
-    assert len(set(data_volumes)) == len(workers), (
-        "each slot keeps its rule state on its own volume"
-    )
+    assert len(set(data_volumes)) == len(workers), "each slot keeps its spool on its own volume"
+
+
+def test_rule_state_is_on_a_volume_every_worker_and_the_standby_share(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A standby takes a dead slot's checkpoint over, and a new worker count deals the old
+    workers' checkpoints out again (hub/checkpoints.py): both need every worker's files."""
+    spare = standbys(services)
+    assert spare, "a standby takes over the slot of a worker that dies"
+    mounts = set()
+    for name, s in hub_nodes(services, "ingest").items():
+        state_file = s["environment"]["HUB_RULES__STATE_FILE"]
+        shared = [v for v in s["volumes"] if v.split(":")[1] == str(Path(state_file).parent)]
+        assert len(shared) == 1, f"{name}: {state_file} is not on a volume"
+        mounts.add(shared[0].split(":")[0])
+    assert len(mounts) == 1, f"the checkpoints are on several volumes: {mounts}"
+    for name, s in spare.items():
+        env = s["environment"]
+        assert "HUB_CLUSTER__WORKER" not in env, name
+        # The slot it becomes names the session: hub-ingest-w{k} from the default client id.
+        assert env.get("HUB_MQTT__CLIENT_ID", MqttSettings().client_id) == "hub-ingest", name
+        assert env["HUB_CLUSTER__WORKERS"] == str(len(slot_workers(services)))
+        assert set(slot_workers(services)) <= set(s["depends_on"]), name
 
 
 def test_api_nodes_run_role_api_with_their_own_client_ids(
     services: dict[str, dict[str, Any]],
 ) -> None:
     api = hub_nodes(services, "api")
-    workers = hub_nodes(services, "ingest")
+    workers = slot_workers(services)  # a standby takes the id of the slot it becomes
     ids = [s["environment"]["HUB_MQTT__CLIENT_ID"] for s in (*api.values(), *workers.values())]
     assert len(ids) == len(set(ids)), "no two hub processes may share an MQTT session"
     published = []
@@ -230,12 +264,14 @@ def test_every_container_s_environment_is_valid_hub_settings(
         if name == "hub-migrate":
             continue
         assert settings.cluster.role == env["HUB_CLUSTER__ROLE"], name
-        assert settings.cluster.workers == len(hub_nodes(services, "ingest")), name
-        assert settings.mqtt.client_id == env["HUB_MQTT__CLIENT_ID"], name
+        assert settings.cluster.workers == len(slot_workers(services)), name
+        assert settings.mqtt.client_id == env.get("HUB_MQTT__CLIENT_ID", "hub-ingest"), name
         assert not settings.mqtt.embedded, name
         assert not settings.mqtt.writes_broker_accounts, name
         assert settings.store.backend == "influx", name
-        if settings.cluster.role == "ingest":
+        if settings.cluster.standby:
+            assert name in standbys(services), name
+        elif settings.cluster.role == "ingest":
             assert settings.cluster.worker == int(env["HUB_CLUSTER__WORKER"]), name
     assert checked == len(services) - 1  # all but emqx
 

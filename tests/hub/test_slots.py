@@ -25,8 +25,8 @@ def test_a_worker_of_several_names_its_session_and_state_after_its_slot() -> Non
     assert slot == Slot(3, 4, 64)
     assert slot_client_id("hub-ingest", slot) == "hub-ingest-w3"
     assert slot_client_id("hub-ingest-w3", slot) == "hub-ingest-w3"  # set per worker already
-    assert slot_file("rule-state.npz", slot) == "rule-state-w3.npz"
-    assert slot_file("state/rules.npz", slot) == "state/rules-w3.npz"
+    assert slot_file("rule-state.npz", slot) == "rule-state-w3of4.npz"
+    assert slot_file("state/rules.npz", slot) == "state/rules-w3of4.npz"
 
 
 def test_alerts_belong_to_their_device_s_or_area_s_slot_and_the_rest_to_slot_0() -> None:

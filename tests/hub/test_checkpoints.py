@@ -1,0 +1,147 @@
+"""Which rule-state checkpoints a worker starts from when the number of ingest workers changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from alerts.engine import RuleEngine
+from alerts.lifecycle import Action
+from alerts.rulebook import RuleBook
+from alerts.store import AlertStore
+from devices.partitions import Slot
+from devices.registry import Registry
+from hub.alerting import Alerting, now_ms
+from hub.checkpoints import base_path, checkpoint_sources
+from hub.slots import slot_file
+from ingest.batch import ReadingBatch
+from tests.alerts.city import (
+    HARBOR,
+    RIVERSIDE,
+    city_registry,  # noqa: F401 - the `registry` fixture
+)
+
+RULES = """
+- id: cover-open
+  kind: threshold
+  device_type: manhole_cover
+  metric: cover_open
+  levels: {orange: 1}
+"""
+
+
+def _book(registry: Registry, tmp_path: Path) -> RuleBook:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return RuleBook(str(registry.engine.url), paths=[path], shipped=False)
+
+
+def _opened(registry: Registry, *devices: str) -> ReadingBatch:
+    interner = registry.interner
+    n = len(devices)
+    return ReadingBatch.from_columns(
+        np.array([interner.devices[d].index for d in devices], dtype=np.int32),
+        np.full(n, interner.metrics["cover_open"], dtype=np.int16),
+        np.full(n, now_ms(), dtype=np.int64),
+        np.ones(n),
+    )
+
+
+def _save(registry: Registry, book: RuleBook, path: Path, slot: Slot | None, at: int) -> None:
+    engine = RuleEngine(registry, book.rules(), lambda: at, slot=slot)
+    engine.save(path)
+
+
+def _apart() -> int:
+    return next(
+        w
+        for w in (2, 3, 4, 8, 16)
+        if next(k for k in range(w) if Slot(k, w).owns(RIVERSIDE, ""))
+        != next(k for k in range(w) if Slot(k, w).owns(HARBOR, ""))
+    )
+
+
+def test_a_worker_prefers_its_own_checkpoint(registry: Registry, tmp_path: Path) -> None:
+    book = _book(registry, tmp_path)
+    slot = Slot(1, 2)
+    own = tmp_path / slot_file("rule-state.npz", slot)
+    assert own.name == "rule-state-w1of2.npz"
+    assert base_path(own, slot) == tmp_path / "rule-state.npz"
+    _save(registry, book, tmp_path / "rule-state.npz", None, 1_000)
+    _save(registry, book, own, slot, 2_000)
+    assert checkpoint_sources(own, slot) == [own]
+    book.dispose()
+
+
+def test_without_one_it_takes_every_file_of_the_newest_other_layout(
+    registry: Registry, tmp_path: Path
+) -> None:
+    book = _book(registry, tmp_path)
+    base = tmp_path / "rule-state.npz"
+    _save(registry, book, base, None, 1_000)  # one worker, long ago
+    for k in range(3):  # then three workers
+        _save(registry, book, tmp_path / f"rule-state-w{k}of3.npz", Slot(k, 3), 5_000 + k)
+    (tmp_path / "rule-state-w9of9.npz").write_bytes(b"not a checkpoint")  # skipped, kept
+    # Now two workers: slot 0 has saved already, slot 1 starts for the first time.
+    _save(registry, book, tmp_path / "rule-state-w0of2.npz", Slot(0, 2), 9_000)
+    own = tmp_path / "rule-state-w1of2.npz"
+    assert checkpoint_sources(own, Slot(1, 2)) == [
+        tmp_path / f"rule-state-w{k}of3.npz" for k in range(3)
+    ]
+    # Back to one worker: its own file is of that layout, and it is older than the others, but
+    # it is its own.
+    assert checkpoint_sources(base, None) == [base]
+    base.unlink()
+    assert checkpoint_sources(base, None) == [tmp_path / "rule-state-w0of2.npz"]
+    assert (tmp_path / "rule-state-w9of9.npz").exists()
+    book.dispose()
+
+
+def test_nothing_to_start_from_is_a_fresh_start(registry: Registry, tmp_path: Path) -> None:
+    assert checkpoint_sources(tmp_path / "rule-state-w0of2.npz", Slot(0, 2)) == []
+    del registry
+
+
+def test_alerts_survive_a_move_from_one_worker_to_several(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """One worker raised two alerts in two districts; then the hub runs as several workers."""
+    book = _book(registry, tmp_path)
+    store = AlertStore(str(registry.engine.url))
+    base = tmp_path / "rule-state.npz"
+    single = Alerting(registry, book, store, base)
+    try:
+        single.emit(single.engine.evaluate(_opened(registry, "mc-1", "mc-far")))
+        assert single.drain()
+        single.save()
+    finally:
+        single.close()
+    raised = {a.source: a.id for a in store.active_alerts()}
+    assert set(raised) == {"device:mc-1", "device:mc-far"}
+    saved = base.read_bytes()
+
+    workers = _apart()
+    held: dict[str, int] = {}
+    for k in range(workers):
+        slot = Slot(k, workers)
+        path = tmp_path / slot_file("rule-state.npz", slot)
+        node = Alerting(registry, book, store, path, slot=slot)
+        try:
+            assert node.drain()
+            for a in node.engine.active():
+                held[a.source] = held.get(a.source, 0) + 1
+            node.save()
+        finally:
+            node.close()
+        assert path.exists()
+    assert held == {"device:mc-1": 1, "device:mc-far": 1}  # each by exactly one worker
+    assert base.read_bytes() == saved  # the old layout's file is left as it was
+    for source, alert_id in raised.items():  # the same alerts, still firing, never cleared
+        alert = store.active(source, "cover-open")
+        assert alert is not None
+        assert alert.id == alert_id
+        assert alert.firing
+        assert all(e.action is not Action.CLEAR for e in store.history(alert_id))
+    store.dispose()
+    book.dispose()
