@@ -9,6 +9,7 @@ file's version back. Every edit is kept with who and when (`GET /api/v1/rules/hi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -43,14 +44,26 @@ def get_rule_book(request: Request) -> RuleBook:
     return book
 
 
-def get_rule_engine(request: Request) -> RuleEngine:
-    """The running rule engine (for failure counts and active conditions)."""
-    engine: RuleEngine = request.app.state.rule_engine
-    return engine
+RuleCounts = Callable[[], tuple[dict[str, int], dict[str, int]]]
+"""By rule id: the sources on which its condition holds now, and its evaluation errors."""
+
+
+def get_rule_counts(request: Request) -> RuleCounts:
+    """The running hub's counts (its engine's; on an api node, the alert store's and the workers')."""
+    counts: RuleCounts = request.app.state.rule_counts
+    return counts
+
+
+def engine_counts(engine: RuleEngine) -> tuple[dict[str, int], dict[str, int]]:
+    """A process's own engine's counts (a hub that evaluates the readings)."""
+    active: dict[str, int] = {}
+    for a in engine.active():
+        active[a.rule] = active.get(a.rule, 0) + 1
+    return active, dict(engine.failures)
 
 
 BookDep = Annotated[RuleBook, Depends(get_rule_book)]
-EngineDep = Annotated[RuleEngine, Depends(get_rule_engine)]
+CountsDep = Annotated[RuleCounts, Depends(get_rule_counts)]
 
 
 def _at(ms: int | None) -> datetime | None:
@@ -123,22 +136,15 @@ class Validated(BaseModel):
     rules: list[dict[str, Any]]
 
 
-def _counts(engine: RuleEngine) -> dict[str, int]:
-    active: dict[str, int] = {}
-    for a in engine.active():
-        active[a.rule] = active.get(a.rule, 0) + 1
-    return active
-
-
 @router.get("", response_model=list[RuleView], summary="Rules in force")
 def list_rules(
     _: StaffOnly,
     book: BookDep,
-    engine: EngineDep,
+    counts: CountsDep,
     kind: Annotated[str | None, Query(description="Only rules of this kind")] = None,
 ) -> list[RuleView]:
     """Every rule in force, in evaluation order, with its origin and live condition count."""
-    active, failures = _counts(engine), dict(engine.failures)
+    active, failures = counts()
     return [
         RuleView.of(e, active, failures)
         for e in book.entries()
@@ -169,26 +175,26 @@ def validate_rules(
 
 
 @router.post("/reload", response_model=list[RuleView], summary="Read the rule files again")
-def reload_rules(principal: RuleEditor, book: BookDep, engine: EngineDep) -> list[RuleView]:
+def reload_rules(principal: RuleEditor, book: BookDep, counts: CountsDep) -> list[RuleView]:
     """Re-read the shipped and configured rule files; on any error nothing changes (422)."""
     entries = book.reload(actor=principal.user)
-    active, failures = _counts(engine), dict(engine.failures)
+    active, failures = counts()
     return [RuleView.of(e, active, failures) for e in entries]
 
 
 @router.get("/{rule_id}", response_model=RuleView, summary="One rule")
 def get_rule(
-    _: StaffOnly, book: BookDep, engine: EngineDep, rule_id: Annotated[str, Path(max_length=64)]
+    _: StaffOnly, book: BookDep, counts: CountsDep, rule_id: Annotated[str, Path(max_length=64)]
 ) -> RuleView:
     """One rule in force."""
-    return RuleView.of(book.get(rule_id), _counts(engine), dict(engine.failures))
+    return RuleView.of(book.get(rule_id), *counts())
 
 
 @router.post("", response_model=RuleView, status_code=201, summary="Add a rule")
 def create_rule(
     principal: RuleEditor,
     book: BookDep,
-    engine: EngineDep,
+    counts: CountsDep,
     body: Annotated[dict[str, Any], Body(examples=[_RULE_EXAMPLE])],
 ) -> RuleView:
     """A new rule, in force at once; an id already in use is a conflict (PUT replaces or overrides)."""
@@ -197,33 +203,31 @@ def create_rule(
         msg = f"rule {rule_id!r} exists: PUT /api/v1/rules/{rule_id} replaces it"
         raise RuleConflictError(msg)
     entry = book.put(body, actor=principal.user)
-    return RuleView.of(entry, _counts(engine), dict(engine.failures))
+    return RuleView.of(entry, *counts())
 
 
 @router.put("/{rule_id}", response_model=RuleView, summary="Replace or override a rule")
 def put_rule(
     principal: RuleEditor,
     book: BookDep,
-    engine: EngineDep,
+    counts: CountsDep,
     rule_id: Annotated[str, Path(max_length=64)],
     body: Annotated[dict[str, Any], Body(examples=[_RULE_EXAMPLE])],
     note: Annotated[str, Query(max_length=500, description="Why, for the history")] = "",
 ) -> RuleView:
     """Create or replace the edited rule ``rule_id``; for a file's rule, an override of it."""
     entry = book.put(body, actor=principal.user, rule_id=rule_id, note=note)
-    return RuleView.of(entry, _counts(engine), dict(engine.failures))
+    return RuleView.of(entry, *counts())
 
 
 @router.delete("/{rule_id}", response_model=RuleView | None, summary="Delete an edited rule")
 def delete_rule(
     principal: RuleEditor,
     book: BookDep,
-    engine: EngineDep,
+    counts: CountsDep,
     rule_id: Annotated[str, Path(max_length=64)],
     note: Annotated[str, Query(max_length=500, description="Why, for the history")] = "",
 ) -> RuleView | None:
     """Delete an edit; answers the file's rule now back in force, or null if the rule is gone."""
     restored = book.delete(rule_id, actor=principal.user, note=note)
-    return (
-        None if restored is None else RuleView.of(restored, _counts(engine), dict(engine.failures))
-    )
+    return None if restored is None else RuleView.of(restored, *counts())

@@ -298,6 +298,8 @@ class Components:
         # The MQTT session this process publishes on: the ingest pipeline's, or (api, video) a clean
         # one of its own, which on an api node also takes the ingest workers' relay (hub/relay.py).
         self.relay: StateRelay | None = None
+        # An api node: each ingest worker's rule evaluation errors, as it last published them.
+        self.worker_rule_failures: dict[str, dict[str, int]] = {}
         self.mqtt_link = self.pipeline.transport if self.plan.ingests else self._side_link(feed)
         self.alerts = AlertStore(
             settings.registry,
@@ -389,6 +391,7 @@ class Components:
                 alerts_prefix=self.settings.notify.mqtt_prefix,
                 on_resync=self._reread_latest,
                 on_cameras=[self._cameras_in],
+                on_rules=self.worker_rule_failures.__setitem__,
             )
             subscriptions = self.relay.subscriptions()
             feed.subscribe(self.relay.local_change)  # its own changes' echo is dropped
@@ -410,6 +413,25 @@ class Components:
         await self._to_feed(latest)
         if self.camera_relay.intake is not None:
             await self.camera_relay.intake.resync()
+
+    def rule_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """By rule: sources whose condition holds now, and evaluation errors (the rules' views).
+
+        A process that evaluates readings counts its own engine's. An api node's engine watches
+        nothing: it counts the firing alerts in the shared store (one per condition held by any
+        worker) and adds up the errors the ingest workers publish (hub/relay.py, retained).
+        """
+        if not isinstance(self.alerting, PassiveAlerting):
+            return rules_api.engine_counts(self.alerting.engine)
+        active: dict[str, int] = {}
+        for alert in self.alerts.active_alerts():
+            if alert.firing:
+                active[alert.rule] = active.get(alert.rule, 0) + 1
+        failures = dict(self.alerting.engine.failures)
+        for worker in list(self.worker_rule_failures.values()):
+            for rule, n in worker.items():
+                failures[rule] = failures.get(rule, 0) + n
+        return active, failures
 
     def _remote_alert(self, change: AlertChange) -> None:
         """An alert change another process committed (an api node's relay): screens and duty."""
@@ -439,7 +461,9 @@ class Components:
         self.alert_link: MqttTransport | None = None
         if self.plan.relays_out:
             self.live_sink = StatePublisher(
-                lambda: self.pipeline.transport, self.settings.cluster.worker
+                lambda: self.pipeline.transport,
+                self.settings.cluster.worker,
+                rule_failures=lambda: self.alerting.engine.failures,
             )
             self.alert_link = self._foreign_alerts(feed)
         if self.plan.screens:
@@ -656,6 +680,7 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         app.state.silence_store = components.silences
         app.state.rule_book = components.rule_book
         app.state.rule_engine = components.alerting.engine
+        app.state.rule_counts = components.rule_counts
         app.state.authenticator = components.users
         app.state.credentials = components.credentials
         app.state.codec_check = _check_codec

@@ -78,6 +78,11 @@ def status_topic(worker: int) -> str:
     return f"{STATE_PREFIX}/status/w{worker}"
 
 
+def rules_topic(worker: int) -> str:
+    """``hub/state/rules/w{worker}``: the worker's rule evaluation errors by rule id (retained)."""
+    return f"{STATE_PREFIX}/rules/w{worker}"
+
+
 def cameras_topic(node: int) -> str:
     """``hub/state/cameras/v{node}``."""
     return f"{STATE_PREFIX}/cameras/v{node}"
@@ -270,11 +275,23 @@ class RelayOutStats:
 class StatePublisher:
     """An ingest worker's live changes, published for the api nodes (its pipeline hooks)."""
 
-    def __init__(self, publisher: Callable[[], Publisher], worker: int) -> None:
-        """Publish through ``publisher()`` (the pipeline's transport, made after this) as slot ``worker``."""
+    def __init__(
+        self,
+        publisher: Callable[[], Publisher],
+        worker: int,
+        rule_failures: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        """Publish through ``publisher()`` (the pipeline's transport, made after this) as slot ``worker``.
+
+        ``rule_failures`` (the worker's engine's error counts by rule) is published, retained, when
+        it changes, so that api nodes show them in the rules' views.
+        """
         self._publisher = publisher
         self.readings_topic = readings_topic(worker)
         self.status_topic = status_topic(worker)
+        self.rules_topic = rules_topic(worker)
+        self._rule_failures = rule_failures
+        self._failures_sent: dict[str, int] | None = None  # None: not yet (a retained one is stale)
         self.stats = RelayOutStats()
 
     async def on_batch(self, batch: ReadingBatch) -> None:
@@ -286,6 +303,13 @@ class StatePublisher:
         self.stats.frames += 1
         self.stats.readings_in += len(batch)
         self.stats.series_out += len(latest)
+        if self._rule_failures is not None:
+            # Errors only happen while evaluating: checked once a flush, sent only when they change.
+            failures = self._rule_failures()
+            if failures != self._failures_sent:
+                self._failures_sent = dict(failures)
+                body = msgspec.json.encode(self._failures_sent)
+                self._publisher().publish(self.rules_topic, body, 1, retain=True)
 
     async def on_status(self, statuses: Sequence[StatusChange]) -> None:
         """Publish a flush's device status messages (an ``on_status`` hook)."""
@@ -396,6 +420,7 @@ class StateRelay:
         alerts_prefix: str = "hub/alerts",
         on_resync: Callable[[], Awaitable[None]] | None = None,
         on_cameras: Sequence[CameraHook] = (),
+        on_rules: Callable[[str, dict[str, int]], None] | None = None,
     ) -> None:
         """Hand frames to ``on_batch``/``on_status``/``on_cameras``, remote alert changes to ``on_alert``.
 
@@ -409,6 +434,7 @@ class StateRelay:
         self._on_batch = list(on_batch)
         self._on_status = list(on_status)
         self._on_cameras = list(on_cameras)
+        self._on_rules = on_rules
         self._on_alert = on_alert
         self._vendor_of = vendor_of
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -504,6 +530,10 @@ class StateRelay:
             self.stats.status_frames += 1
             for status_hook in self._on_status:
                 await status_hook(statuses)
+        elif topic.startswith(STATE_PREFIX + "/rules/"):
+            failures = msgspec.json.decode(payload, type=dict[str, int])
+            if self._on_rules is not None:
+                self._on_rules(topic.rpartition("/")[2], failures)
         elif topic.startswith(STATE_PREFIX + "/cameras/"):
             rows = decode_cameras(payload)
             self.stats.camera_frames += 1

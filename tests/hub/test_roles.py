@@ -36,6 +36,8 @@ from devices.registry import Registry
 from hub.db import upgrade
 from hub.relay import (
     CameraRow,
+    StatePublisher,
+    StateRelay,
     change_from_wire,
     decode_cameras,
     decode_readings,
@@ -284,6 +286,12 @@ async def test_the_api_node_serves_what_the_ingest_node_reads_and_its_acks_hold(
     assert acked[0]["alert"]["state"] == "acknowledged"
     detail = ingest.http.get(f"/api/v1/alerts/{alert_id}").json()
     assert detail["state"] == "acknowledged"
+    # The rules' views agree on both nodes: the api node counts the condition the ingest node's
+    # engine holds from the shared alert store.
+    for node in (ingest, api):
+        view = node.http.get("/api/v1/rules/bin-full").json()
+        assert view["active_conditions"] == 1, view
+        assert view["failures"] == 0, view
     assert detail["history"][-1]["note"] == "crew on the way"
 
     # The bin is still full: the ingest node's engine holds the condition, so it neither raises
@@ -383,6 +391,40 @@ def test_the_relay_frames_round_trip() -> None:
     frame = encode_cameras(cameras)
     assert decode_cameras(frame) == cameras
     assert len(frame) < 30 * len(cameras)  # compact: no field names on the wire
+
+
+class _Sent:
+    """What a StatePublisher handed its transport (a list; no broker needed for the wire format)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, int, bool]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
+        self.messages.append((topic, payload, qos, retain))
+
+
+async def test_a_worker_s_rule_errors_reach_the_api_node_s_rule_views() -> None:
+    failures: dict[str, int] = {}
+    sent = _Sent()
+    out = StatePublisher(lambda: sent, 1, rule_failures=lambda: failures)
+    batch = ReadingBatch.from_columns(device=[1], metric=[0], ts=[1_000], value=[1.0])
+    await out.on_batch(batch)  # the first flush replaces whatever an earlier run retained
+    failures["bin-full"] = 2
+    await out.on_batch(batch)
+    await out.on_batch(batch)  # unchanged: not sent again
+    rules = [(t, p, q, r) for t, p, q, r in sent.messages if t.startswith("hub/state/rules/")]
+    assert [(t, q, r) for t, _, q, r in rules] == [("hub/state/rules/w1", 1, True)] * 2
+    got: dict[str, dict[str, int]] = {}
+    relay = StateRelay(
+        on_batch=(),
+        on_status=(),
+        on_alert=lambda change: None,
+        vendor_of=lambda device: None,
+        on_rules=got.__setitem__,
+    )
+    for topic, payload, _, _ in rules:
+        await relay._apply(topic, payload)
+    assert got == {"w1": {"bin-full": 2}}
 
 
 def test_an_alert_change_rebuilt_from_mqtt_says_what_the_original_said() -> None:
