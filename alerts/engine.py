@@ -354,6 +354,18 @@ class RuleEngine:
 
     # -- surviving a restart --------------------------------------------------------------------
 
+    def timers_started(self) -> int:
+        """Pending timers (``for`` windows, clear-after periods) started since the engine was made.
+
+        A checkpoint taken after this moved keeps those windows' starts across a restart.
+        """
+        with self._lock:
+            return sum(
+                rt.state.timers_started
+                for rt in self._runtimes.values()
+                if isinstance(rt, LevelRuntime)
+            )
+
     def state_snapshot(self) -> bytes:
         """All rule state as bytes (an ``.npz`` archive with a JSON header; no pickles)."""
         with self._lock:

@@ -100,6 +100,9 @@ class LevelState:
         self.lo_edge = np.full(n, -np.inf)
         self.hi_edge = np.full(n, np.nan)
         self.due = np.full(n, NOT_DUE, dtype=np.int64)
+        # Pending timers (``for`` windows, clear-after periods) started so far: what a checkpoint
+        # must catch soon, since a restart without it would start them again (hub/alerting.py).
+        self.timers_started = 0
 
     def refresh_edges(self, params: LevelParams, p: NDArray[np.intp]) -> None:
         """Recompute the edges of positions ``p`` from their state (edged rules only).
@@ -188,18 +191,7 @@ class LevelState:
         timed = params.for_ms > 0 or params.repeat > 1
         pending = None
         if timed:  # rules without for/repeat never need since or count: skip them on the hot path
-            since = self.since[p]
-            since = np.where(breach, np.where(since == NEVER, ts[:, None], since), NEVER)
-            self.since[p] = since
-            count = self.count[p]
-            count = np.where(breach, count + 1 if reading else count, 0)
-            self.count[p] = count
-            eligible = breach
-            if params.for_ms:
-                eligible = eligible & (ts[:, None] - since >= params.for_ms)
-            if params.repeat > 1:
-                eligible = eligible & (count >= params.repeat)
-            pending = (since != NEVER).any(axis=1)
+            eligible, pending = self._timers(params, p, breach, ts, reading=reading)
         else:
             eligible = breach
         top = (eligible * params.levels).max(axis=1)
@@ -210,6 +202,7 @@ class LevelState:
         if params.clear_after_ms:
             normal = self.normal_since[p]
             quiet = (cur > 0) & (new == 0)
+            self.timers_started += int(np.count_nonzero(quiet & (normal == NEVER)))
             normal = np.where(quiet, np.where(normal == NEVER, ts, normal), NEVER)
             wait = quiet & (ts - normal < params.clear_after_ms)
             new = np.where(wait, cur, new).astype(np.int8)
@@ -230,6 +223,32 @@ class LevelState:
         elif rows.size:
             self.refresh_edges(params, p[rows])
         return Change(rows, cur[rows], new[rows])
+
+    def _timers(
+        self,
+        params: LevelParams,
+        p: NDArray[np.intp],
+        breach: NDArray[np.bool_],
+        ts: NDArray[np.int64],
+        *,
+        reading: bool,
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """Move the ``for`` windows and repeat counters; the levels due, and who has a window open."""
+        since = self.since[p]
+        fresh = breach & (since == NEVER)
+        self.timers_started += int(np.count_nonzero(fresh))
+        since = np.where(fresh, ts[:, None], np.where(breach, since, NEVER))
+        self.since[p] = since
+        count = self.count[p]
+        count = np.where(breach, count + 1 if reading else count, 0)
+        self.count[p] = count
+        eligible = breach
+        if params.for_ms:
+            eligible = eligible & (ts[:, None] - since >= params.for_ms)
+        if params.repeat > 1:
+            eligible = eligible & (count >= params.repeat)
+        pending: NDArray[np.bool_] = (since != NEVER).any(axis=1)
+        return eligible, pending
 
     def tick(self, params: LevelParams, now_ms: int) -> tuple[NDArray[np.intp], Change]:
         """Fire ``for_s`` windows that elapsed and end clear-after periods, at ``now_ms``.

@@ -60,6 +60,7 @@ class AlertingStats:
     last_evaluate_ms: float = 0.0
     last_apply_ms: float = 0.0
     saves: int = 0
+    last_save_ms: float = 0.0
 
 
 class Alerting:
@@ -154,15 +155,28 @@ class Alerting:
         return events
 
     async def run(self) -> None:
-        """Tick the engine and save its state on their intervals until cancelled; then save once more."""
+        """Tick the engine and save its state until cancelled; then save once more.
+
+        The state is saved every ``save_s``, and also at the first tick after a pending timer (a
+        ``for`` window, a clear-after period) started: a worker killed then restarts with the
+        window's start, not at the next breaching reading. Those extra saves come at most once per
+        50 times the last save's duration, so however large the city they cost at most 2 % of a core.
+        """
         next_save = time.monotonic() + self.save_s
+        saved_timers = self.engine.timers_started()
+        soonest = 0.0
         try:
             while True:
                 await asyncio.sleep(self.tick_s)
                 self.emit(await asyncio.to_thread(self.engine.tick, now_ms()))
-                if time.monotonic() >= next_save:
-                    next_save = time.monotonic() + self.save_s
+                now = time.monotonic()
+                timers = self.engine.timers_started()
+                if now >= next_save or (timers != saved_timers and now >= soonest):
+                    saved_timers, next_save = timers, now + self.save_s
+                    started = time.perf_counter()
                     await asyncio.to_thread(self.save)
+                    self.stats.last_save_ms = (time.perf_counter() - started) * 1000
+                    soonest = time.monotonic() + 50 * (time.perf_counter() - started)
         finally:
             await asyncio.to_thread(self.save)
 

@@ -87,6 +87,7 @@ class HubProbe:
             "readings_evaluated": int(a.readings_evaluated),
             "batches_evaluated": int(a.batches_evaluated),
             "last_evaluate_ms": float(a.last_evaluate_ms),
+            "last_rule_save_ms": float(a.last_save_ms),
             "alert_events": int(a.events),
             "alert_changes": int(a.changes),
             "alert_apply_errors": int(a.apply_errors),

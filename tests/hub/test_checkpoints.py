@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -143,5 +144,55 @@ def test_alerts_survive_a_move_from_one_worker_to_several(
         assert alert.id == alert_id
         assert alert.firing
         assert all(e.action is not Action.CLEAR for e in store.history(alert_id))
+    store.dispose()
+    book.dispose()
+
+
+FOR_RULES = """
+- id: cover-open-long
+  kind: threshold
+  device_type: manhole_cover
+  metric: cover_open
+  levels: {orange: 1}
+  for_s: 600
+"""
+
+
+async def test_a_window_that_opens_is_checkpointed_at_the_next_tick(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Not ``save_s`` later: a worker killed then would start the window again."""
+    import asyncio  # noqa: PLC0415
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(FOR_RULES)
+    book = RuleBook(str(registry.engine.url), paths=[rules_file], shipped=False)
+    store = AlertStore(str(registry.engine.url))
+    state = tmp_path / "rule-state.npz"
+    alerting = Alerting(registry, book, store, state, tick_s=0.05, save_s=3600)
+    running = asyncio.create_task(alerting.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert not state.exists()  # nothing pending yet: no save before save_s
+        opened_at = now_ms()
+        assert not alerting.engine.evaluate(_opened(registry, "mc-1"))  # pending, not firing
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if state.exists():
+                break
+        assert state.exists(), "the window's start was not checkpointed"
+        saves = alerting.stats.saves
+        await asyncio.sleep(0.3)
+        assert alerting.stats.saves == saves  # nothing new started: no more saves
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        alerting.close()
+    # A process started from that checkpoint fires 600 s after the first breach, not later.
+    later = opened_at + 600_000
+    engine = RuleEngine.load(state, registry, book.rules(), lambda: later)
+    fired = engine.tick(later)
+    assert [(e.source, e.firing) for e in fired] == [("device:mc-1", True)]
     store.dispose()
     book.dispose()
