@@ -15,8 +15,6 @@ State survives a restart through `state_snapshot` / `restore` (or `save` / `load
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import tempfile
@@ -46,6 +44,7 @@ from alerts.rules import (
 )
 from alerts.ruleset import check_rule_set
 from alerts.rulestate import Active, Runtime, StateData
+from alerts.statefile import StateFile, StateFileError, pack
 from alerts.statemoves import only_mine, writer_layout, writer_owned
 from alerts.windows import AccumulationRuntime, RateRuntime
 from devices.partitions import Slot
@@ -398,12 +397,9 @@ class RuleEngine:
                 )
                 for name, arr in data.items():
                     arrays[f"r{i}.{name}"] = arr
-        # Archived outside the lock: the exports are copies, and writing the archive (tens of ms
-        # for a city's state) under it would hold every batch's evaluation for that long.
-        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, allow_pickle=False, **arrays)
-        return buf.getvalue()
+        # Packed outside the lock: the exports are copies, and packing under it would hold every
+        # batch's evaluation for that long.
+        return pack(header, arrays)
 
     @classmethod
     def restore(
@@ -496,11 +492,10 @@ class RuleEngine:
 
     def _load(self, snapshot: bytes, now: int) -> list[ConditionEvent]:
         try:
-            archive = np.load(io.BytesIO(snapshot), allow_pickle=False)
-            header = json.loads(bytes(archive["header"]).decode())
-        except (OSError, ValueError, KeyError) as exc:
-            msg = f"not a rule engine snapshot: {exc}"
-            raise RuleError(msg) from exc
+            archive = StateFile(snapshot)
+        except StateFileError as exc:
+            raise RuleError(str(exc)) from exc
+        header = archive.header
         if header.get("format") != SNAPSHOT_FORMAT:
             msg = (
                 f"rule engine snapshot format {header.get('format')!r}, expected {SNAPSHOT_FORMAT}"

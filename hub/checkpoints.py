@@ -11,14 +11,12 @@ reads (``rules.state_file`` on a shared path), as for a standby taking over a de
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
+from alerts.statefile import StateFileError, read_header
 from devices.partitions import Slot
 
 logger = logging.getLogger(__name__)
@@ -36,12 +34,11 @@ def base_path(own: Path, slot: Slot | None) -> Path:
 def read_layout(path: Path) -> tuple[tuple[int, int], int] | None:
     """A checkpoint's layout (workers, partitions) and when it was saved; None if unreadable."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(bytes(archive["header"]).decode())
+        header = read_header(path.read_bytes())
         slot = header.get("slot")
         layout = (int(slot[1]), int(slot[2])) if slot else (1, 0)
         return layout, int(header["saved_ms"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, StateFileError, KeyError, TypeError, IndexError, ValueError) as exc:
         logger.warning("rule state checkpoint %s is unreadable (%s): not used", path, exc)
         return None
 

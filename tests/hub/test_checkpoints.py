@@ -174,8 +174,9 @@ async def test_a_window_that_opens_is_checkpointed_at_the_next_tick(
     try:
         await asyncio.sleep(0.3)
         assert not state.exists()  # nothing pending yet: no save before save_s
-        opened_at = now_ms()
-        assert not alerting.engine.evaluate(_opened(registry, "mc-1"))  # pending, not firing
+        batch = _opened(registry, "mc-1")
+        opened_at = int(batch.ts[0])  # the window starts at the reading's time
+        assert not alerting.engine.evaluate(batch)  # pending, not firing
         for _ in range(100):
             await asyncio.sleep(0.05)
             if state.exists():
