@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from devices.access import AdminOnly, AuthError, Principal, ReadAny, Role
 from devices.api import RegistryDep
 from devices.errors import InvalidDefinitionError, NotFoundError
-from devices.login_limit import LoginLimiter
+from devices.login_limit import Limiter, LoginLimiter
 from devices.registry import Registry
 from devices.users import IssuedToken, TokenInfo, User, UserStore
 
@@ -196,21 +196,21 @@ async def login(request: Request, users: UsersDep) -> TokenOut:
     # Per name and address: a guesser gets 429s, not tries (devices/login_limit.py).
     limiter = _login_limiter(request)
     address = request.client.host if request.client is not None else ""
-    limiter.check(username, address)
+    await asyncio.to_thread(limiter.check, username, address)  # the shared one is a query
     # In a thread: checking a password hash is made to be slow (tens of ms), and on the event loop
     # it would stall ingestion and every screen's feed for that long.
     issued = await asyncio.to_thread(users.login, username, password)
     if issued is None:
-        limiter.failed(username, address)
+        await asyncio.to_thread(limiter.failed, username, address)
         msg = "wrong user name or password, or the account is disabled"
         raise AuthError(msg)
-    limiter.succeeded(username, address)
+    await asyncio.to_thread(limiter.succeeded, username, address)
     return TokenOut.of(issued)
 
 
-def _login_limiter(request: Request) -> LoginLimiter:
-    """The app's login limiter, made on first use (in memory: one per process)."""
-    limiter: LoginLimiter | None = getattr(request.app.state, "login_limiter", None)
+def _login_limiter(request: Request) -> Limiter:
+    """The app's login limiter: the hub's shared one, or (an app without it) one in memory."""
+    limiter: Limiter | None = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
         limiter = request.app.state.login_limiter = LoginLimiter()
     return limiter

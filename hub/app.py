@@ -35,7 +35,7 @@ from devices.credentials import CredentialStore
 from devices.device_auth import DeviceAuthError
 from devices.errors import ConflictError, DeviceError, InvalidDefinitionError, NotFoundError
 from devices.loader import load_shipped
-from devices.login_limit import TooManyAttemptsError
+from devices.login_limit import SharedLoginLimiter, TooManyAttemptsError
 from devices.partitions import Slot
 from devices.registry import Registry
 from devices.users import UserStore
@@ -676,6 +676,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         app.state.dead_letters = components.dead_letters
         app.state.live = components.live
         app.state.users = components.users
+        # Failed logins counted in the database: every api node of a cluster counts the same ones.
+        app.state.login_limiter = SharedLoginLimiter(components.users.engine)
         app.state.alert_store = components.alerts
         app.state.silence_store = components.silences
         app.state.rule_book = components.rule_book

@@ -26,6 +26,7 @@ from alerts.rulebook import edited_rules
 from alerts.silences import silences_table
 from devices.areas import areas_table
 from devices.credentials import metadata as credential_metadata
+from devices.login_limit import metadata as login_limit_metadata
 from devices.registry import metadata as registry_metadata
 from devices.users import users_table
 from ingest.deadletter import dead_letters_table
@@ -51,6 +52,7 @@ SCHEMA: tuple[sa.MetaData, ...] = (
     response_metadata,
     video_metadata,  # status_table (video.history) is on it too: importing it registers it
     citizen_report_metadata,
+    login_limit_metadata,
 )
 
 
