@@ -42,6 +42,7 @@ from devices.users import UserStore
 from hub import areas_api, feed_api, health_api, metrics_api, screen_api
 from hub.alerting import Alerting
 from hub.broker_auth import BrokerAuthSync, managed_broker_auth
+from hub.camera_commands import CheckForwarder, CheckServer
 from hub.camera_relay import CameraRelay
 from hub.db import upgrade as upgrade_schema
 from hub.device_flags import flag_events
@@ -57,7 +58,7 @@ from hub.relay import CameraRow, LiveSink, StatePublisher, StateRelay
 from hub.reports_wiring import ReportsWiring
 from hub.response_wiring import ROUTERS as RESPONSE_ROUTERS
 from hub.response_wiring import ResponseWiring
-from hub.roles import PassiveAlerting, RolePlan, Starter, side_transport
+from hub.roles import PassiveAlerting, RolePlan, Starter, side_client_id, side_transport
 from hub.settings import HubSettings
 from hub.singleton_jobs import SingletonJobs, lease_taker
 from hub.slots import alert_owner, cluster_slot, slot_client_id, slot_file
@@ -300,6 +301,9 @@ class Components:
         self.relay: StateRelay | None = None
         # An api node: each ingest worker's rule evaluation errors, as it last published them.
         self.worker_rule_failures: dict[str, dict[str, int]] = {}
+        # Camera checks forwarded from api nodes to the video node (made with the side link).
+        self.check_forwarder: CheckForwarder | None = None
+        self.check_server: CheckServer | None = None
         self.mqtt_link = self.pipeline.transport if self.plan.ingests else self._side_link(feed)
         self.alerts = AlertStore(
             settings.registry,
@@ -350,6 +354,7 @@ class Components:
             self.feed.on_camera,
             lambda: self.mqtt_link,
             settings.cluster.worker,
+            forwarder=self.check_forwarder,
         )
         # Incidents, units, warnings, duty roster and the area tree (issue 8).
         self.response = ResponseWiring(
@@ -379,8 +384,27 @@ class Components:
         return cluster_slot(self.settings)
 
     def _side_link(self, feed: AlertFeed) -> MqttTransport:
-        """An api or video process's clean MQTT session (hub/roles.py); an api node's relay rides it."""
+        """An api or video process's clean MQTT session (hub/roles.py); an api node's relay rides it.
+
+        It also carries forwarded camera checks (hub/camera_commands.py): an api node's requests
+        and their replies, and the video node's side of them.
+        """
         subscriptions: list[tuple[str, int]] = []
+        options = self.pipeline.transport.options
+        if self.plan.role == "api":
+            self.check_forwarder = CheckForwarder(
+                lambda: self.mqtt_link,
+                side_client_id(options.client_id, self.plan.role),
+                timeout_s=self.settings.video.forward_timeout_s,
+            )
+            subscriptions += self.check_forwarder.subscriptions()
+        elif self.plan.role == "video":
+            self.check_server = CheckServer(
+                lambda: self.mqtt_link,
+                # self.video is made after this link: looked up when a request comes
+                lambda camera_id: self.video.patrol.check_now(camera_id),  # noqa: PLW0108
+            )
+            subscriptions += self.check_server.subscriptions()
         if self.plan.relays_in:
             # The relay's frames go through the hooks the pipeline would give its batches.
             self.relay = StateRelay(
@@ -393,14 +417,22 @@ class Components:
                 on_cameras=[self._cameras_in],
                 on_rules=self.worker_rule_failures.__setitem__,
             )
-            subscriptions = self.relay.subscriptions()
+            subscriptions += self.relay.subscriptions()
             feed.subscribe(self.relay.local_change)  # its own changes' echo is dropped
-        link = side_transport(
-            self.pipeline.transport.options,
-            self.plan.role,
-            subscriptions,
-            self.relay.handle if self.relay is not None else _unexpected,
-        )
+        relayed = self.relay.handle if self.relay is not None else _unexpected
+        forwarder, server = self.check_forwarder, self.check_server
+
+        def on_message(topic: str, payload: bytes, mid: int, qos: int) -> None:
+            if forwarder is not None and forwarder.wants(topic):
+                forwarder.handle(payload)
+            elif server is not None and server.wants(topic):
+                server.handle(payload)
+            else:
+                relayed(topic, payload, mid, qos)  # acknowledges itself
+                return
+            link.ack(mid, qos)
+
+        link = side_transport(options, self.plan.role, subscriptions, on_message)
         if self.relay is not None:
             self.relay.attach(link)
         link.start()
@@ -721,6 +753,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
             starters["jobs.singleton"] = components.jobs.run
         if components.camera_relay.publisher is not None:
             starters["relay.cameras"] = components.camera_relay.publisher.run
+        if components.check_server is not None:
+            starters["video.commands"] = components.check_server.run
         # The role picks which run (hub/roles.py); ``all`` runs every one, as one process always did.
         tasks = [
             asyncio.create_task(start(), name=name)

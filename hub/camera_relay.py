@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from devices.errors import ConflictError
+from hub.camera_commands import CheckForwarder
 from hub.relay import CameraPublisher, CameraRow, Publisher
 from hub.roles import RolePlan
 from hub.video_wiring import FeedCameras, VideoWiring
@@ -113,13 +114,17 @@ class CameraIntake:
         return False
 
     def _stored(self, ids: list[str]) -> dict[str, CameraStatus]:
-        """The stored status of the cameras ``ids`` (blocking: a worker thread)."""
-        if not ids:
-            return {}
-        query = sa.select(status_table).where(status_table.c.camera.in_(ids))
-        with self.fleet.history.engine.connect() as conn:
-            found = conn.execute(query).all()
-        return {r.camera: CameraStatus.from_row(r.camera, r.state, r.body) for r in found}
+        return stored_statuses(self.fleet, ids)
+
+
+def stored_statuses(fleet: CameraFleet, ids: list[str]) -> dict[str, CameraStatus]:
+    """The status the video node stored for the cameras ``ids`` (blocking: a worker thread)."""
+    if not ids:
+        return {}
+    query = sa.select(status_table).where(status_table.c.camera.in_(ids))
+    with fleet.history.engine.connect() as conn:
+        found = conn.execute(query).all()
+    return {r.camera: CameraStatus.from_row(r.camera, r.state, r.body) for r in found}
 
 
 def _from_row(old: CameraStatus | None, row: CameraRow) -> CameraStatus:
@@ -139,16 +144,28 @@ class CheckedElsewhereError(ConflictError):
 
 
 class PatrolElsewhere(Patrol):
-    """The patrol of a node that checks no cameras (ingest, api): its views, never a stream opened."""
+    """The patrol of a node that checks no cameras (ingest, api): its views, never a stream opened.
+
+    With a ``forwarder`` (an api node), "check now" is carried out by the video node over MQTT
+    (hub/camera_commands.py) and answered with the status it recorded; without one, refused.
+    """
+
+    forwarder: CheckForwarder | None = None
 
     async def check(self, camera: Camera) -> CheckResult | None:
         """Refused: cameras are checked by the video node."""
         raise CheckedElsewhereError(_ELSEWHERE.format(camera.id))
 
     async def check_now(self, camera_id: str) -> CameraStatus:
-        """Refused (404 first for a camera that does not exist)."""
+        """The video node's check of the camera, with the status it stored (404 first if unknown)."""
         self.fleet.registry.get(camera_id)
-        raise CheckedElsewhereError(_ELSEWHERE.format(camera_id))
+        if self.forwarder is None:
+            raise CheckedElsewhereError(_ELSEWHERE.format(camera_id))
+        await self.forwarder.check(camera_id)
+        stored = await asyncio.to_thread(stored_statuses, self.fleet, [camera_id])
+        if camera_id in stored:
+            self.fleet.statuses[camera_id] = stored[camera_id]
+        return self.fleet.status(camera_id)
 
 
 _ELSEWHERE = (
@@ -172,13 +189,17 @@ class CameraRelay:
         on_camera: Callable[[dict[str, Any]], None],
         link: Callable[[], Publisher],
         node: int,
+        *,
+        forwarder: CheckForwarder | None = None,
     ) -> CameraRelay:
         """Set ``video`` up for the role: a publisher on its fleet (video), an intake (api).
 
         Every role but video and all also gets a `PatrolElsewhere` in place of its patrol.
         """
         if not plan.runs("video.patrol"):
-            video.patrol = PatrolElsewhere(video.fleet, video.settings)
+            elsewhere = PatrolElsewhere(video.fleet, video.settings)
+            elsewhere.forwarder = forwarder
+            video.patrol = elsewhere
         if plan.role == "video":
             publisher = CameraPublisher(link, node)
             video.fleet.subscribe(lambda camera, status: publisher.note(camera_row(camera, status)))

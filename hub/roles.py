@@ -11,7 +11,8 @@
   shared database and published like any alert change.
 * ``video`` nodes run the camera registry and patrol, and publish their cameras' standing
   (``hub/state/cameras/#``) for the api nodes' screens. No other role opens a camera's stream: a
-  "check now" sent to an ingest or api node is refused (hub/camera_relay.py).
+  "check now" sent to an api node is forwarded to the video node (hub/camera_commands.py); one sent
+  to an ingest node is refused (hub/camera_relay.py).
 
 Every role builds the same components (hub/app.py); the role picks which of them run (`TASKS`),
 where live changes go, and which MQTT session a process keeps.
@@ -56,6 +57,8 @@ TASKS: Mapping[str, frozenset[RoleName]] = {
     "video.patrol": VIDEO,
     # The video node's camera standing for the api nodes (hub/camera_relay.py); ``all`` has its own.
     "relay.cameras": frozenset({"video"}),
+    # Camera checks forwarded by api nodes (hub/camera_commands.py), done where streams are opened.
+    "video.commands": frozenset({"video"}),
     # Incidents' overdue steps, warnings' expiry, duty notices and report clusters: people's work.
     # A one-process hub ticks them; in a cluster one api node at a time, the holder of the jobs
     # lease, runs both (hub/singleton_jobs.py), and its duty notices cover every node's alerts.

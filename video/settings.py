@@ -46,6 +46,11 @@ class VideoSettings(BaseModel):
     )
     open_timeout_s: float = Field(5, gt=0, title="Give up opening a stream after this long")
     read_timeout_s: float = Field(3, gt=0, title="Give up waiting for one frame after this long")
+    forward_timeout_s: float = Field(
+        60,
+        gt=0,
+        title="An api node's wait for the video node's answer to a forwarded 'check now' (504 after)",
+    )
     raise_after: int = Field(
         2, ge=1, title="Checks in a row that must show a finding before it raises an alert"
     )
