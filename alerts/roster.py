@@ -391,22 +391,66 @@ class DutyNotifier:
         self._chain = chain
         self.min_level = min_level
         self._queue: deque[AlertChange] = deque(maxlen=max_queue)
+        # A standby (an api node without the jobs lease): the last changes, with when they came,
+        # for the moment it takes the lease from a holder that died before telling of them.
+        self._recent: deque[tuple[float, AlertChange]] = deque(maxlen=max_queue)
         self._lock = threading.Lock()
         self.dropped = 0
         self.sent = 0
+        self.adopted = 0
 
-    def observe(self, change: AlertChange) -> None:
-        """Queue a change that needs people (any thread; never blocks)."""
+    def _wanted(self, change: AlertChange) -> bool:
         alert = change.alert
         wanted = change.kind is ChangeKind.ESCALATED or (
             change.kind is ChangeKind.CREATED and alert.level >= self.min_level
         )
-        if not wanted or not alert.area or alert.source.startswith("incident:"):
-            return  # an incident's own alerts: the response service tells people itself
+        # An incident's own alerts: the response service tells people itself.
+        return wanted and bool(alert.area) and not alert.source.startswith("incident:")
+
+    def observe(self, change: AlertChange) -> None:
+        """Queue a change that needs people (any thread; never blocks)."""
+        if not self._wanted(change):
+            return
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
             self._queue.append(change)
+
+    def observe_standby(self, change: AlertChange, keep_s: float = 30.0) -> None:
+        """Remember a change another node is to tell of, for ``keep_s`` (see `adopt`)."""
+        if not self._wanted(change):
+            return
+        now = time.monotonic()
+        with self._lock:
+            while self._recent and self._recent[0][0] < now - keep_s:
+                self._recent.popleft()
+            self._recent.append((now, change))
+
+    def adopt(self, window_s: float) -> int:
+        """Queue the remembered changes of the last ``window_s`` that nobody told of yet.
+
+        Called when this node takes the jobs lease: the node that held it may have died before its
+        last flush. A change whose alert already has a notice of the same reason is skipped (a
+        notice naming several alerts is found by its first only: at a takeover, one of those may
+        be told twice rather than not at all).
+        """
+        now = time.monotonic()
+        with self._lock:
+            recent = [c for at, c in self._recent if at >= now - window_s]
+            self._recent.clear()
+        since = self._roster.now_ms() - round((window_s + 60) * 1000)
+        fresh = []
+        for change in recent:
+            reason = (
+                "alert_unacknowledged" if change.kind is ChangeKind.ESCALATED else "alert_raised"
+            )
+            told = self._roster.notices(subject=f"alert:{change.alert.id}", since_ms=since)
+            if not any(n.reason == reason for n in told):
+                fresh.append(change)
+        with self._lock:
+            self._queue.extend(fresh)
+        self.adopted += len(fresh)
+        return len(fresh)
 
     def flush(self) -> int:
         """Tell the people on duty about the queued changes; how many notices went out.

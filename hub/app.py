@@ -476,11 +476,15 @@ class Components:
             if not self.plan.runs("response.tick"):  # ingest, video: no tick would ever send them
                 self.response.duty_wanted = lambda: False
             return None
+        duty = self.response.service.duty
         jobs = SingletonJobs(
             lease_taker(self.settings.registry),
             {"response.tick": self.response.run, "reports.tick": self.reports.run},
+            # What a holder that died had not told yet: the changes since it last could have.
+            on_taken=lambda: duty.adopt(window_s=3 * SingletonJobs.POLL_S + 5),
         )
         self.response.duty_wanted = lambda: jobs.held
+        self.response.duty_standby = lambda: not jobs.held
         return jobs
 
     async def _cameras_in(self, rows: Sequence[CameraRow]) -> None:

@@ -145,6 +145,9 @@ class ResponseWiring:
         # in a cluster only the api node holding the jobs lease tells people, of every node's
         # changes (hub/singleton_jobs.py), and the other nodes queue none.
         self.duty_wanted: Callable[[], bool] = lambda: True
+        # An api node standing by for the jobs lease remembers the last changes, so that taking
+        # the lease from a holder that died tells people of what it had not (`DutyNotifier.adopt`).
+        self.duty_standby: Callable[[], bool] = lambda: False
         alert_feed.subscribe(self.to_duty)
         self.service.start()
         # Overdue steps whose alert a crash may have lost (queued behind the engine's reconcile).
@@ -154,6 +157,8 @@ class ResponseWiring:
         """Queue an alert change for the people on duty, if this process tells them (any thread)."""
         if self.duty_wanted():
             self.service.duty.observe(change)
+        elif self.duty_standby():
+            self.service.duty.observe_standby(change)
 
     def install(self, app: FastAPI) -> None:
         """Give the routes what they depend on."""

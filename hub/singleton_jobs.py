@@ -161,11 +161,16 @@ class SingletonJobs:
         jobs: Mapping[str, Starter],
         *,
         poll_s: float | None = None,
+        on_taken: Callable[[], object] | None = None,
     ) -> None:
-        """Try the lease with ``take`` every ``poll_s`` (default `POLL_S`)."""
+        """Try the lease with ``take`` every ``poll_s`` (default `POLL_S`).
+
+        ``on_taken`` runs (in a worker thread) each time the lease is taken, before the jobs start.
+        """
         self._take = take
         self._jobs = dict(jobs)
         self.poll_s = poll_s or self.POLL_S
+        self._on_taken = on_taken
         self._lease: Lease | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.taken = 0  # how often this process took the lease
@@ -195,6 +200,11 @@ class SingletonJobs:
             if self._lease is not None:
                 self.taken += 1
                 logger.info("took the jobs lease: running %s", ", ".join(self._jobs))
+                if self._on_taken is not None:
+                    try:
+                        await asyncio.to_thread(self._on_taken)
+                    except Exception:  # the jobs must start all the same
+                        logger.exception("taking over the jobs lease's leftovers failed")
                 self._tasks = [
                     asyncio.create_task(start(), name=name) for name, start in self._jobs.items()
                 ]

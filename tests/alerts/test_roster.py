@@ -166,3 +166,46 @@ def test_an_alert_nobody_acknowledged_is_told_to_the_people_on_duty(db: Response
     assert notice.message.startswith("7 alerts raised: red alert")
     assert notice.message.endswith("(and 2 more)")
     alerts.dispose()
+
+
+def test_a_node_taking_the_jobs_over_tells_what_the_last_holder_had_not(db: ResponseDb) -> None:
+    """An api node standing by remembers recent changes; on taking the lease it adopts those
+    that no notice covers yet (the dead holder's last ones), and skips the ones it told."""
+    roster = Roster(db, clock=lambda: T0)
+    roster.add([NewShift("demo/riverside", Role.OFFICER, "river", T0 - H, T0 + H)], actor="admin")
+    url = db.writer.url.render_as_string(hide_password=False)
+    holder_feed, standby_feed = AlertFeed(), AlertFeed()
+    alerts = AlertStore(url, on_change=lambda c: (holder_feed.publish(c), standby_feed.publish(c)))
+    chain = lambda area: [area, area.rpartition("/")[0]]  # noqa: E731
+    holder = DutyNotifier(roster, chain, min_level=Level.RED)
+    standby = DutyNotifier(roster, chain, min_level=Level.RED)
+    holder_feed.subscribe(holder.observe)
+    standby_feed.subscribe(standby.observe_standby)
+
+    def raise_(device: str) -> int:
+        change = alerts.apply(
+            ConditionEvent(
+                rule="r",
+                source=f"device:{device}",
+                kind="threshold",
+                level=Level.RED,
+                firing=True,
+                at_ms=T0,
+                summary=f"{device} high",
+                device=device,
+                area="demo/riverside/x",
+            )
+        )
+        assert change is not None
+        return change.alert.id
+
+    told = raise_("a")
+    assert holder.flush() == 1  # the holder told of a, then died before its next flush
+    lost = raise_("b")
+    assert standby.flush() == 0  # standing by: it tells nobody
+    assert standby.adopt(window_s=30) == 1  # it takes the lease: b only
+    assert standby.flush() == 1
+    subjects = [n.subject for n in roster.notices(user="river")]
+    assert sorted(subjects) == sorted([f"alert:{told}", f"alert:{lost}"])
+    assert standby.adopt(window_s=30) == 0  # nothing remembered twice
+    alerts.dispose()

@@ -128,8 +128,11 @@ def test_one_api_node_runs_the_jobs_and_another_takes_over_when_it_dies(
     one_notice_for(cluster, standby, "wl-00005")
     one_expiry(standby)  # published on the standby, expired by the holder
 
-    # The holder dies (no clean stop): the standby takes the lease and does the work.
+    # The holder dies (no clean stop): the standby takes the lease and does the work. An alert
+    # raised at that moment, before the standby holds the lease, is told of all the same (the
+    # standby remembered it and adopts it on taking over: `DutyNotifier.adopt`).
     os.kill(holder.proc.pid, signal.SIGKILL)
+    publish(cluster.broker, [red_water("wl-00007")])
     holder.proc.wait(10)
     taken = time.monotonic()
     wait_until(
@@ -140,6 +143,18 @@ def test_one_api_node_runs_the_jobs_and_another_takes_over_when_it_dies(
     took_s = time.monotonic() - taken
     print(f"jobs_takeover_s={took_s:.2f}")
     assert took_s <= 2 * SingletonJobs.POLL_S + 1, took_s
+    gap: int | None = None
+
+    def raised_in_the_gap() -> bool:
+        nonlocal gap
+        gap = alert_of(standby, "wl-00007")
+        return gap is not None
+
+    wait_until(raised_in_the_gap, "no alert for wl-00007")
+    wait_until(lambda: notices(standby, f"alert:{gap}"), "the alert of the takeover was not told")
+    time.sleep(3.0)
+    told = notices(standby, f"alert:{gap}")
+    assert [(n["user"], n["reason"]) for n in told] == [("admin", "alert_raised")], told
     one_notice_for(cluster, standby, "wl-00006")
     one_expiry(standby)
 
