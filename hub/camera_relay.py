@@ -84,9 +84,15 @@ class CameraIntake:
             if camera is None:  # removed since, or not committed where this node reads
                 self.stats.unknown += 1
                 continue
-            status = stored.get(row.id) or _from_row(self.fleet.statuses.get(row.id), row)
+            old = self.fleet.statuses.get(row.id)
+            status = stored.get(row.id) or _from_row(old, row)
             self.fleet.statuses[row.id] = status
             self.stats.cameras += 1
+            if old is not None and (old.state, old.track.active) == (
+                status.state,
+                status.track.active,
+            ):
+                continue  # a check that changed nothing screens show: REST has its details now
             self._on_camera(FeedCameras.entry(camera, self.fleet.status(row.id)))
 
     async def resync(self) -> None:
@@ -203,6 +209,11 @@ class CameraRelay:
         if plan.role == "video":
             publisher = CameraPublisher(link, node)
             video.fleet.subscribe(lambda camera, status: publisher.note(camera_row(camera, status)))
+            # Every check too, so api nodes' views have its time, measures and snapshot (the
+            # intake sends screens a delta only when the standing changed).
+            video.fleet.subscribe_checks(
+                lambda camera, status: publisher.note(camera_row(camera, status))
+            )
             return cls(publisher=publisher)
         if plan.relays_in:
             return cls(intake=CameraIntake(video.fleet, on_camera))

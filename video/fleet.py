@@ -77,6 +77,7 @@ class CameraFleet:
         self._index: tuple[int, CameraIndex] | None = None
         self._changed: set[str] = set()  # created or changed since the patrol last looked
         self._listeners: list[Callable[[Camera, CameraStatus], None]] = []
+        self._check_listeners: list[Callable[[Camera, CameraStatus], None]] = []
 
     def subscribe(self, callback: Callable[[Camera, CameraStatus], None]) -> Callable[[], None]:
         """Call ``callback(camera, status)`` whenever a camera's state or confirmed findings change.
@@ -91,6 +92,14 @@ class CameraFleet:
                 self._listeners.remove(callback)
 
         return unsubscribe
+
+    def subscribe_checks(self, callback: Callable[[Camera, CameraStatus], None]) -> None:
+        """Call ``callback(camera, status)`` after every recorded check, changed or not.
+
+        For what a check updates without changing the camera's standing (the last check's time,
+        measures, snapshot): a cluster's video node relays them (hub/camera_relay.py).
+        """
+        self._check_listeners.append(callback)
 
     def take_changed(self) -> list[str]:
         """Cameras created or changed (stream, thresholds, enabled) since the last call."""
@@ -139,6 +148,15 @@ class CameraFleet:
                 changes += [StatusChange(camera, t, r.at_ms) for t in moved]
             self.history.write(statuses, checks, probes)
         self._announce(changes, touched)
+        for status in statuses if self._check_listeners else ():
+            camera = self.registry.cameras.get(status.camera)
+            if camera is None:
+                continue
+            for listener in list(self._check_listeners):
+                try:
+                    listener(camera, status)
+                except Exception:  # the relay must not break the patrol
+                    logger.exception("a camera check listener failed")
         return changes
 
     def _apply(

@@ -553,17 +553,32 @@ async def test_camera_changes_on_the_video_node_reach_the_api_nodes_screens_live
     assert standing == {"cam-roles": "lost"}
     assert api.status()["relay"]["camera_frames"] >= 3
 
+    # A check on the video node that changes nothing screens show still reaches the api node's
+    # REST view (its time), and sends the screens no delta.
+    first = detail["last_check_at"]
+    ws = await open_feed(api)
+    await asyncio.wait_for(ws.recv(), 10)  # its snapshot
+    await frames_for(ws, 1.5)  # and the deltas replayed after a cached one
+    r = await asyncio.to_thread(video.http.post, "/api/v1/cameras/cam-roles/check", timeout=60)
+    assert r.status_code == 200, r.text
+    wait_until(
+        lambda: api.http.get("/api/v1/cameras/cam-roles").json()["last_check_at"] > first,
+        "the api node did not learn of a check that changed nothing",
+    )
+    assert camera_deltas(await frames_for(ws, 1.0), "cam-roles") == []
+    await ws.close()
+
     # A check asked of the api node (what the screen's "check now" reaches behind a load balancer)
     # is done by the video node over MQTT and answered with the status it stored: the api node
     # opens no stream.
-    before = detail["last_check_at"]
+    before = api.http.get("/api/v1/cameras/cam-roles").json()["last_check_at"]
     r = await asyncio.to_thread(api.http.post, "/api/v1/cameras/cam-roles/check", timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "lost"
     assert r.json()["last_check_at"] > before
     assert api.http.post("/api/v1/cameras/no-such-camera/check").status_code == 404
     assert api.http.get("/api/v1/cameras/summary").json()["patrol"]["checks"] == 0
-    assert video.http.get("/api/v1/cameras/summary").json()["patrol"]["checks"] == 3
+    assert video.http.get("/api/v1/cameras/summary").json()["patrol"]["checks"] == 4
 
     # No video node running: the api node says so after its wait (video.forward_timeout_s).
     video.stop()
