@@ -48,6 +48,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+WINDOW_SAVE_MIN_S = 5.0
+"""The least time between two checkpoints taken because a pending timer started."""
+
+
 @dataclass
 class AlertingStats:
     """What the engine and the applier have done, for ``/api/v1/status``."""
@@ -159,8 +163,10 @@ class Alerting:
 
         The state is saved every ``save_s``, and also at the first tick after a pending timer (a
         ``for`` window, a clear-after period) started: a worker killed then restarts with the
-        window's start, not at the next breaching reading. Those extra saves come at most once per
-        50 times the last save's duration, so however large the city they cost at most 2 % of a core.
+        window's start, not at the next breaching reading. Those extra saves come at most every 5 s
+        and every 50 times the last save's duration: each one costs the interpreter's time that
+        ingestion waits for (`bench/scaleout.py` measured 10-40 % more CPU per reading with one a
+        second), and at this pace they cost under 2 % of a core however large the city.
         """
         next_save = time.monotonic() + self.save_s
         saved_timers = self.engine.timers_started()
@@ -176,7 +182,9 @@ class Alerting:
                     started = time.perf_counter()
                     await asyncio.to_thread(self.save)
                     self.stats.last_save_ms = (time.perf_counter() - started) * 1000
-                    soonest = time.monotonic() + 50 * (time.perf_counter() - started)
+                    soonest = time.monotonic() + max(
+                        WINDOW_SAVE_MIN_S, 50 * (time.perf_counter() - started)
+                    )
         finally:
             await asyncio.to_thread(self.save)
 
