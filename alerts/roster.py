@@ -441,9 +441,7 @@ class DutyNotifier:
         since = self._roster.now_ms() - round((window_s + 60) * 1000)
         fresh = []
         for change in recent:
-            reason = (
-                "alert_unacknowledged" if change.kind is ChangeKind.ESCALATED else "alert_raised"
-            )
+            reason = _reason(change)
             told = self._roster.notices(subject=f"alert:{change.alert.id}", since_ms=since)
             if not any(n.reason == reason for n in told):
                 fresh.append(change)
@@ -464,9 +462,7 @@ class DutyNotifier:
         groups: dict[tuple[str, str], list[AlertChange]] = {}
         now = self._roster.now_ms()
         for change in todo:
-            reason = (
-                "alert_unacknowledged" if change.kind is ChangeKind.ESCALATED else "alert_raised"
-            )
+            reason = _reason(change)
             area, _ = self._roster.on_duty(self._chain(change.alert.area or ""), now)
             if area is None:
                 self._roster.unanswered += 1
@@ -493,3 +489,8 @@ class DutyNotifier:
                 logger.exception("telling the people on duty for %s failed", area)
         self.sent += sent
         return sent
+
+
+def _reason(change: AlertChange) -> str:
+    """The duty notice's reason for an alert change (escalated, or newly raised)."""
+    return "alert_unacknowledged" if change.kind is ChangeKind.ESCALATED else "alert_raised"

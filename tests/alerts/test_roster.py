@@ -135,21 +135,7 @@ def test_an_alert_nobody_acknowledged_is_told_to_the_people_on_duty(db: Response
     feed.subscribe(duty.observe)
 
     def raise_(device: str, level: Level) -> int:
-        change = alerts.apply(
-            ConditionEvent(
-                rule="r",
-                source=f"device:{device}",
-                kind="threshold",
-                level=level,
-                firing=True,
-                at_ms=T0,
-                summary=f"{device} high",
-                device=device,
-                area="demo/riverside/x",
-            )
-        )
-        assert change is not None
-        return change.alert.id
+        return _raise(alerts, device, level)
 
     quiet = raise_("a", Level.YELLOW)  # below the level that wakes people at once
     loud = raise_("b", Level.RED)
@@ -182,26 +168,9 @@ def test_a_node_taking_the_jobs_over_tells_what_the_last_holder_had_not(db: Resp
     holder_feed.subscribe(holder.observe)
     standby_feed.subscribe(standby.observe_standby)
 
-    def raise_(device: str) -> int:
-        change = alerts.apply(
-            ConditionEvent(
-                rule="r",
-                source=f"device:{device}",
-                kind="threshold",
-                level=Level.RED,
-                firing=True,
-                at_ms=T0,
-                summary=f"{device} high",
-                device=device,
-                area="demo/riverside/x",
-            )
-        )
-        assert change is not None
-        return change.alert.id
-
-    told = raise_("a")
+    told = _raise(alerts, "a", Level.RED)
     assert holder.flush() == 1  # the holder told of a, then died before its next flush
-    lost = raise_("b")
+    lost = _raise(alerts, "b", Level.RED)
     assert standby.flush() == 0  # standing by: it tells nobody
     assert standby.adopt(window_s=30) == 1  # it takes the lease: b only
     assert standby.flush() == 1
@@ -209,3 +178,22 @@ def test_a_node_taking_the_jobs_over_tells_what_the_last_holder_had_not(db: Resp
     assert sorted(subjects) == sorted([f"alert:{told}", f"alert:{lost}"])
     assert standby.adopt(window_s=30) == 0  # nothing remembered twice
     alerts.dispose()
+
+
+def _raise(alerts: AlertStore, device: str, level: Level) -> int:
+    """A firing threshold condition on ``device`` in the riverside; the alert's id."""
+    change = alerts.apply(
+        ConditionEvent(
+            rule="r",
+            source=f"device:{device}",
+            kind="threshold",
+            level=level,
+            firing=True,
+            at_ms=T0,
+            summary=f"{device} high",
+            device=device,
+            area="demo/riverside/x",
+        )
+    )
+    assert change is not None
+    return change.alert.id

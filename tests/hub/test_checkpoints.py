@@ -17,25 +17,9 @@ from hub.alerting import Alerting, now_ms
 from hub.checkpoints import base_path, checkpoint_sources
 from hub.slots import slot_file
 from ingest.batch import ReadingBatch
-from tests.alerts.city import (
-    HARBOR,
-    RIVERSIDE,
-    city_registry,  # noqa: F401 - the `registry` fixture
-)
-
-RULES = """
-- id: cover-open
-  kind: threshold
-  device_type: manhole_cover
-  metric: cover_open
-  levels: {orange: 1}
-"""
-
-
-def _book(registry: Registry, tmp_path: Path) -> RuleBook:
-    path = tmp_path / "rules.yaml"
-    path.write_text(RULES)
-    return RuleBook(str(registry.engine.url), paths=[path], shipped=False)
+from tests.alerts.city import city_registry  # noqa: F401 - the `registry` fixture
+from tests.alerts.test_engine_moves import _workers_apart
+from tests.hub.test_alerting_reconcile import _book
 
 
 def _opened(registry: Registry, *devices: str) -> ReadingBatch:
@@ -52,15 +36,6 @@ def _opened(registry: Registry, *devices: str) -> ReadingBatch:
 def _save(registry: Registry, book: RuleBook, path: Path, slot: Slot | None, at: int) -> None:
     engine = RuleEngine(registry, book.rules(), lambda: at, slot=slot)
     engine.save(path)
-
-
-def _apart() -> int:
-    return next(
-        w
-        for w in (2, 3, 4, 8, 16)
-        if next(k for k in range(w) if Slot(k, w).owns(RIVERSIDE, ""))
-        != next(k for k in range(w) if Slot(k, w).owns(HARBOR, ""))
-    )
 
 
 def test_a_worker_prefers_its_own_checkpoint(registry: Registry, tmp_path: Path) -> None:
@@ -122,7 +97,7 @@ def test_alerts_survive_a_move_from_one_worker_to_several(
     assert set(raised) == {"device:mc-1", "device:mc-far"}
     saved = base.read_bytes()
 
-    workers = _apart()
+    workers = _workers_apart()
     held: dict[str, int] = {}
     for k in range(workers):
         slot = Slot(k, workers)
