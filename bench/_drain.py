@@ -148,11 +148,14 @@ def drain_hub(
     messages: list[tuple[bytes, bytes]],
     readings: int,
     profile: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Drain:
     """The hub, started and connected, is paused (SIGSTOP) while the backlog is published, then
     resumed: the clock runs from SIGCONT to the last reading durable, so start-up is not counted.
-    With ``profile``, py-spy records the hub while it drains (raw collapsed stacks to that file)."""
-    with HubProcess(data, broker.port, data / "bench-rules.yaml") as hub:
+    With ``profile``, py-spy records the hub while it drains (raw collapsed stacks to that file).
+    ``env``: the hub's settings for this drain. CPU time and memory are the hub's and its child
+    processes' (decode workers)."""
+    with HubProcess(data, broker.port, data / "bench-rules.yaml", env) as hub:
         hub.wait_ready()
         time.sleep(1.0)  # start-up work (live state, rules) done
         base = hub.stored()

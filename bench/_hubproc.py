@@ -6,9 +6,10 @@ route) or from the OS (psutil: CPU time and RSS of the hub process), so the hub 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -22,7 +23,15 @@ from bench.alerts import start_hub, wait_ready
 class HubProcess:
     """One run of the hub against an external broker; stopped by PID on exit."""
 
-    def __init__(self, data: Path, broker_port: int, rules_file: Path) -> None:
+    def __init__(
+        self,
+        data: Path,
+        broker_port: int,
+        rules_file: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env``: settings for this run on top of the bench's (e.g. HUB_INGEST__DECODE_WORKERS)."""
+        self.env = dict(env or {})
         self.data = data
         self.broker_port = broker_port
         self.rules_file = rules_file
@@ -33,7 +42,9 @@ class HubProcess:
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
     def __enter__(self) -> HubProcess:
-        self.proc = start_hub(self.data, self.broker_port, self.http_port, self.rules_file)
+        self.proc = start_hub(
+            self.data, self.broker_port, self.http_port, self.rules_file, self.env
+        )
         self.ps = psutil.Process(self.proc.pid)
         return self
 
@@ -67,14 +78,27 @@ class HubProcess:
         """Readings new to the store since this process started."""
         return int(self.http.get("/api/v1/status").json()["readings_stored"])
 
+    def _family(self) -> list[psutil.Process]:
+        """The hub and its children (decode workers, ingest/decodepool.py): all of it is the hub."""
+        ps = self._ps()
+        return [ps, *ps.children(recursive=True)]
+
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the hub process has used, threads included."""
-        t = self._ps().cpu_times()
-        return float(t.user + t.system)
+        """CPU seconds (user + system) the hub has used, threads and child processes included."""
+        total = 0.0
+        for p in self._family():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
 
     def rss_mb(self) -> float:
-        """Resident memory of the hub process, MiB."""
-        return float(self._ps().memory_info().rss) / 2**20
+        """Resident memory of the hub and its child processes, MiB."""
+        total = 0
+        for p in self._family():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total / 2**20
 
     def _ps(self) -> psutil.Process:
         if self.ps is None:

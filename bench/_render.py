@@ -8,7 +8,13 @@ from typing import Any
 from bench._offered import Point
 
 COLOURS = {"hub": "tab:blue", "nodered": "tab:red", "paho": "tab:green", "c": "tab:gray"}
-LABELS = {"hub": "hub", "nodered": "Node-RED", "paho": "paho counter", "c": "mosquitto_sub (C)"}
+LABELS = {
+    "hub": "hub",
+    "hub+decoders": "hub, decode workers",
+    "nodered": "Node-RED",
+    "paho": "paho counter",
+    "c": "mosquitto_sub (C)",
+}
 
 
 def plot(points: list[Point], limit_c: float, path: Path) -> None:

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -233,9 +234,16 @@ class Probes:
         self.c.loop_stop()
 
 
-def start_hub(data: Path, port: int, http_port: int, rules_file: Path) -> subprocess.Popen[bytes]:
+def start_hub(
+    data: Path,
+    port: int,
+    http_port: int,
+    rules_file: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(extra_env or {}),
         "HUB_DATA_DIR": str(data),
         "HUB_MQTT__EMBEDDED": "false",
         "HUB_MQTT__HOST": "127.0.0.1",

@@ -42,6 +42,10 @@ from bench._nodered import NodeRed
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+POOLED = "hub+decoders"
+"""The drains' name for the hub with decode worker processes (``--decode-workers``)."""
+
+
 def _fresh_hub_dir(root: Path, template: Path, name: str) -> Path:
     """A data directory with the prebuilt registry and the bench rule, for one hub run."""
     data = root / name
@@ -101,9 +105,19 @@ def saturation(
         results["c"] = _drain.drain_c(broker.port, n)
         results["paho"] = _drain.drain_paho(broker.port, n)
         results["nodered"] = _drain.drain_nodered(broker.port, n, args.nodered_s)
+        if per > 1 and args.decode_workers:
+            # The same backlog again, for the hub with its decoding in worker processes alone.
+            _drain.clear_sessions(broker.port, *_drain.ALL)
+            results[POOLED] = _drain.drain_hub(
+                broker,
+                _fresh_hub_dir(root, registry, f"hub-drain-{k}-decoders"),
+                messages,
+                n * per,
+                env={"HUB_INGEST__DECODE_WORKERS": str(args.decode_workers)},
+            )
         print(f"#   ({time.perf_counter() - t_set:.0f} s)", file=sys.stderr)
         for system, d in results.items():
-            readings = d.readings if system == "hub" else d.messages * per
+            readings = d.readings if system.startswith("hub") else d.messages * per
             rows.append(
                 {
                     "payload": payload,
@@ -173,6 +187,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=2,
+        help="also drain the 100-reading backlog with this many decode worker processes (0: not)",
+    )
+    parser.add_argument(
         "--profile",
         choices=["single", "batched"],
         default="single",
@@ -228,7 +248,7 @@ def main() -> None:
     big = args.devices[-1]
     c, paho, red, hub = (pick(s, "single", big) for s in ("c", "paho", "nodered", "hub"))
     hub_b = pick("hub", "100-reading", big)
-    lost = sum(d["expected"] - d["stored"] for d in drains if d["system"] == "hub")
+    lost = sum(d["expected"] - d["stored"] for d in drains if d["system"] in ("hub", POOLED))
     figures: dict[str, str] = {
         "limit_c_msgs_s": f"{c['msgs_s']:.0f}",
         "limit_paho_msgs_s": f"{paho['msgs_s']:.0f}",
@@ -249,6 +269,7 @@ def main() -> None:
         "hub_batched_readings_s": f"{hub_b['readings_s']:.0f}",
         "hub_cpu_us_per_reading": f"{hub['cpu_us_per_reading']:.1f}",
         "hub_cpu_us_per_reading_batched": f"{hub_b['cpu_us_per_reading']:.2f}",
+        **_pooled_figures(drains, args.decode_workers, big),
         f"hub_rss_mb_{args.registered // 1000}k": f"{max(d['rss_mb'] for d in drains if d['system'] == 'hub'):.0f}",
         "hub_readings_lost": str(lost),
     }
@@ -288,6 +309,25 @@ def main() -> None:
     text = _render.markdown(meta, figures, drains, points, loss, queries)
     (args.out / f"{name}.md").write_text(text.replace("(report.png)", f"({name}.png)"))
     print(f"# wrote {args.out / name}.md and .png in {seconds:.0f} s", file=sys.stderr)
+
+
+def _pooled_figures(drains: list[dict[str, Any]], workers: int, devices: int) -> dict[str, str]:
+    """The 100-reading drain by the hub with ``workers`` decode processes (ingest/decodepool.py).
+
+    Its CPU time and memory include the workers'. Not in ``hub_rss_mb_*``, which is the hub as
+    shipped (decoding in its network thread).
+    """
+    row = next(
+        (d for d in drains if d["system"] == POOLED and d["devices"] == devices and workers), None
+    )
+    if row is None:
+        return {}
+    return {
+        "hub_decode_workers": str(workers),
+        "hub_batched_readings_s_decode_workers": f"{row['readings_s']:.0f}",
+        "hub_cpu_us_per_reading_batched_decode_workers": f"{row['cpu_us_per_reading']:.2f}",
+        "hub_rss_mb_decode_workers": f"{row['rss_mb']:.0f}",
+    }
 
 
 def _cpus() -> int:

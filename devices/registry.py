@@ -183,6 +183,14 @@ class Registry:
             conn.execute(sa.insert(meta_table).values(key="version", value=1))
         self._stored_version = self._read_stored_version(conn)
 
+    @property
+    def stored_version(self) -> int:
+        """The database's change counter as of this registry's last load or change.
+
+        Another process that has loaded at least this version sees every change this one has.
+        """
+        return self._stored_version
+
     def refresh(self) -> bool:
         """Reload from the database if another process changed it; returns whether anything changed."""
         with self.engine.connect() as conn:

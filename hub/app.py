@@ -73,6 +73,7 @@ from ingest.api import BadQueryError
 from ingest.batch import ReadingBatch
 from ingest.consumer import Consumer, StatusChange
 from ingest.deadletter import DeadLetterStore
+from ingest.decodepool import PooledConsumer, in_process
 from ingest.errors import IngestError
 from ingest.flags import DeviceFlag
 from ingest.http_uplink import HttpUplink
@@ -239,7 +240,7 @@ class Components:
         self.state.apply(self.store.latest())
         self.live = HubLiveView(self.registry, self.state, self.dead_letters)
         ing = settings.ingest
-        consumer = Consumer(
+        local = Consumer(
             self.registry,
             site_zone=ing.site_zone,
             max_payload=ing.max_payload_bytes,
@@ -247,6 +248,18 @@ class Components:
             max_future_ms=int(ing.max_future_s * 1000),
             slot=self.slot,
         )
+        consumer: Consumer | PooledConsumer = local
+        if ing.decode_workers and self.plan.ingests:
+            consumer = PooledConsumer(
+                self.registry,
+                workers=ing.decode_workers,
+                site_zone=ing.site_zone,
+                max_payload=ing.max_payload_bytes,
+                skew_flag_ms=int(ing.skew_flag_s * 1000),
+                max_future_ms=int(ing.max_future_s * 1000),
+                slot=self.slot,
+                local=local,
+            )
         self.pipeline = IngestPipeline(
             self.registry,
             TimedStore(self.store, self.metrics.store_write.observe),
@@ -265,6 +278,7 @@ class Components:
             consumer=consumer,
             slot=self.slot,
             flush_interval=ing.flush_interval_s,
+            max_flush_interval=ing.max_flush_interval_s,
             # A store outage goes to the spool (acknowledged, the hub keeps watching) until it is
             # full; then acknowledgements are held back and the broker keeps the rest.
             spool=self._spool(),
@@ -666,6 +680,8 @@ class Components:
             self.dead_letters.write(self.pipeline.limiter.letters(time.time_ns() // 1_000_000))
         if self.mqtt_link is not self.pipeline.transport:
             self.mqtt_link.stop()  # an api or video node's own session (the pipeline stops its own)
+        if isinstance(self.pipeline.consumer, PooledConsumer):
+            self.pipeline.consumer.close()
         if self.alert_link is not None:
             self.alert_link.stop()
         self.video.close()
@@ -722,7 +738,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         app.state.authenticator = components.users
         app.state.credentials = components.credentials
         app.state.codec_check = _check_codec
-        app.state.consumer = components.pipeline.consumer  # the decode preview's sandbox
+        # The decode preview's sandbox: an in-process consumer with the live one's settings.
+        app.state.consumer = in_process(components.pipeline.consumer)
         app.state.metrics = components.metrics
         app.state.uplink = components.uplink
         components.video.install(app)

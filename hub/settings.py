@@ -156,6 +156,23 @@ class IngestSettings(_Section):
         le=5,
         title="How often decoded readings are stored (and rules and screens see them)",
     )
+    max_flush_interval_s: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        title="Longest wait between flushes while large ones keep the hub busy (a backlog, a storm)",
+        description="after a flush of 2,000 readings or more that held the event loop t seconds the "
+        "next comes after 3 t, between flush_interval_s and this (ingest/pipeline.py)",
+    )
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        title="Processes that decode payloads (0: the MQTT thread decodes)",
+        description="for gateways' batched payloads on a machine with cores to spare: each worker "
+        "decodes on a core of its own (about 95 MB each for 100,000 devices) and readings reach "
+        "rules and screens a flush interval or two later (ingest/decodepool.py)",
+    )
 
 
 class RulesSettings(_Section):

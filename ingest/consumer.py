@@ -146,7 +146,10 @@ class Consumer:
 
     def handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         """Decode one message (called on the transport's thread). Never raises."""
-        now_ms = int(self._clock() * 1000)
+        self.handle_at(topic, payload, mid, qos, int(self._clock() * 1000))
+
+    def handle_at(self, topic: str, payload: bytes, mid: int, qos: int, now_ms: int) -> None:
+        """Decode one message received at ``now_ms`` (epoch ms); a decode worker's way in."""
         parts = topics.parse(topic)
         if self._slot is not None and not self._mine(parts):
             with self._lock:  # acknowledged with this flush's others, in arrival order

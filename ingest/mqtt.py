@@ -265,6 +265,9 @@ class MqttTransport:
         self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes its socket and wake-up socket pair only when the client is collected, and a
+        # collector that reaches the sockets first warns of them as unclosed.
+        self._client._reset_sockets()
 
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge one message (thread-safe). QoS 0 messages need none."""

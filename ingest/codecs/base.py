@@ -52,6 +52,11 @@ class DecodeError(IngestError):
         self.device_id = device_id
         super().__init__(f"{reason}: {detail}")
 
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[DecodeReason, str, str | None]]:
+        # Rejections cross process boundaries (ingest/decodepool.py); Exception's own pickling
+        # would call the constructor with the one formatted message only.
+        return (type(self), (self.reason, self.detail, self.device_id))
+
 
 class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
     """One message as the transport received it, before decoding.

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psutil
+import pytest
 
 from devices.access import Role
 from devices.loader import load_shipped
@@ -79,8 +81,9 @@ def _message(i: int) -> tuple[str, bytes]:
     return f"sensors/acme/{device}/up", json.dumps({"ts": ts_ms, "fill": i % 100}).encode()
 
 
+@pytest.mark.parametrize("decode_workers", [0, 2], ids=["in-process", "decode-workers"])
 def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
-    private_broker: Broker, tmp_path: Path
+    private_broker: Broker, tmp_path: Path, decode_workers: int
 ) -> None:
     data = tmp_path / "hub"
     data.mkdir()
@@ -98,6 +101,8 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         "HUB_MQTT__EMBEDDED": "false",
         "HUB_MQTT__PORT": str(private_broker.port),
         "HUB_HTTP__PORT": str(free_port()),
+        # Decoding in worker processes: what they held unacknowledged when the hub died comes again.
+        "HUB_INGEST__DECODE_WORKERS": str(decode_workers),
     }
     hub = HubProcess(env, tmp_path / "hub.log")
     hub.token = users.create_token("ops", "crash test").token
@@ -117,7 +122,13 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         while (h := hub.health()) is None or h["readings_stored"] < MESSAGES // 5:
             assert time.monotonic() < deadline, f"hub stored too little: {h}"
             time.sleep(0.02)
+        assert hub.proc is not None
+        workers = psutil.Process(hub.proc.pid).children()
+        assert len(workers) == decode_workers
         hub.signal(signal.SIGKILL)  # mid-stream: decoded-but-unacknowledged messages die with it
+        # The hub's decode workers see their pipe close and end with it.
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"decode workers outlived the hub: {alive}"
         assert not published.is_set(), "the publisher finished before the kill: raise MESSAGES"
         time.sleep(0.5)
         hub.start()

@@ -15,6 +15,7 @@ from devices.registry import Registry
 from hub.embedded_broker import EmbeddedBroker
 from ingest.consumer import Consumer
 from ingest.deadletter import DeadLetterStore
+from ingest.decodepool import PooledConsumer
 from ingest.mqtt import MqttOptions
 from ingest.pipeline import IngestPipeline
 from ingest.store.filestore import FileStore
@@ -36,8 +37,15 @@ class RunningPipeline:
         max_payload: int = 256 * 1024,
         username: str | None = None,
         password: str | None = None,
+        decode_workers: int = 0,
     ) -> None:
-        consumer = Consumer(registry, site_zone=SITE_ZONE, max_payload=max_payload)
+        consumer: Consumer | PooledConsumer = Consumer(
+            registry, site_zone=SITE_ZONE, max_payload=max_payload
+        )
+        if decode_workers:
+            consumer = PooledConsumer(
+                registry, workers=decode_workers, site_zone=SITE_ZONE, max_payload=max_payload
+            )
         self.pipeline = IngestPipeline(
             registry,
             store,
@@ -88,6 +96,8 @@ class RunningPipeline:
             self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(15)
         assert not self._thread.is_alive(), "pipeline thread did not stop"
+        if isinstance(self.pipeline.consumer, PooledConsumer):
+            self.pipeline.consumer.close()
 
     def __enter__(self) -> RunningPipeline:
         return self

@@ -90,11 +90,13 @@ def _acme(device: str, ts_ms: int, **fields: object) -> tuple[str, bytes]:
     return f"sensors/acme/{device}/up", json.dumps({"ts": ts_ms, **fields}).encode()
 
 
+@pytest.mark.parametrize("decode_workers", [0, 2], ids=["in-process", "decode-workers"])
 def test_every_bad_input_is_a_dead_letter_and_nothing_valid_is_lost(
     private_broker: Broker,
     test_registry: Registry,
     store: FileStore,
     dead_letters: DeadLetterStore,
+    decode_workers: int,
 ) -> None:
     now_ms = int(time.time() * 1000)
     t0 = (now_ms - 3_600_000) // 1000 * 1000
@@ -134,7 +136,12 @@ def test_every_bad_input_is_a_dead_letter_and_nothing_valid_is_lost(
     ]
     messages = good[:100] + list(bad.values()) + partly_bad + good[100:]
     with RunningPipeline(
-        test_registry, store, dead_letters, private_broker, max_payload=8192
+        test_registry,
+        store,
+        dead_letters,
+        private_broker,
+        max_payload=8192,
+        decode_workers=decode_workers,
     ) as running:
         with Publisher(private_broker.host, private_broker.port) as pub:
             pub.send(messages)
