@@ -160,9 +160,9 @@ class IngestSettings(_Section):
         0.05,
         gt=0,
         le=5,
-        title="Longest wait between flushes while large ones keep the hub busy (a backlog, a storm)",
-        description="after a flush of 2,000 readings or more that held the event loop t seconds the "
-        "next comes after 3 t, between flush_interval_s and this (ingest/pipeline.py)",
+        title="Longest wait between flushes of very many readings (a backlog, a storm)",
+        description="a flush of more than 3,000 readings lengthens the wait before the next in "
+        "proportion, from flush_interval_s up to this (ingest/pipeline.py)",
     )
     decode_workers: int = Field(
         0,

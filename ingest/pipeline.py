@@ -33,10 +33,8 @@ logger = logging.getLogger(__name__)
 BatchHandler = Callable[[ReadingBatch], Awaitable[None]]
 StatusHandler = Callable[[Sequence[StatusChange]], Awaitable[None]]
 
-FLUSH_STRETCH = 3.0
-"""A large flush that kept the event loop busy for t seconds is followed by one after 3 t."""
-STRETCH_READINGS = 2000
-"""Flushes of fewer readings never stretch the wait (see `IngestPipeline._next_interval`)."""
+STRETCH_READINGS = 3000
+"""Flushes of more readings lengthen the wait before the next (`IngestPipeline._next_interval`)."""
 
 _REPLAY_READINGS = (
     50_000  # readings per replay write: spooled batches are a flush each, often small
@@ -137,7 +135,7 @@ class IngestPipeline:
         """Wire the stages; nothing runs until `run`.
 
         Flushes come every ``flush_interval``, or less often, up to ``max_flush_interval``, while
-        they keep the event loop busy (`_next_interval`).
+        each carries very many readings (`_next_interval`).
         ``max_in_flight`` bounds the batches taken but not yet durable (see `run`). With a ``slot``
         (one ingest worker of several, devices/partitions.py) the session subscribes to the telemetry
         topics of the slot's own devices only, following registry changes, and to every device's
@@ -244,14 +242,12 @@ class IngestPipeline:
                 await self._make_room()
                 if self.slot is not None and self._subscribed_version != self.registry.version:
                     await asyncio.to_thread(self._follow_registry)  # a query: off the loop
-                started = time.perf_counter()
                 staged = self._stage()
                 if staged is not None:
                     received = self._start(staged)
                     # Shielded: a cancellation must not abandon a batch between store and ack.
                     await asyncio.shield(received)
-                readings = len(staged.taken.batch) if staged is not None else 0
-                interval = self._next_interval(time.perf_counter() - started, readings)
+                interval = self._next_interval(len(staged.taken.batch) if staged else 0)
         finally:
             if replaying is not None:
                 replaying.cancel()
@@ -265,20 +261,20 @@ class IngestPipeline:
             self.transport.stop()
             self._close_writer()
 
-    def _next_interval(self, busy: float, readings: int) -> float:
-        """The wait before the next flush, after one of ``readings`` that held the loop ``busy`` s.
+    def _next_interval(self, readings: int) -> float:
+        """The wait before the next flush, after one that took ``readings``.
 
         Much of a flush's cost is the same however many readings it carries (a store statement,
         each rule's and screen's pass over the batch, the hand-overs between threads): at 10 ms
-        that fixed part took a third of the loop in a 700,000 readings/s backlog. So a flush of at
-        least `STRETCH_READINGS` readings that kept the loop busy for t is followed after
-        `FLUSH_STRETCH` t (up to ``max_flush_interval``), and the next one carries more. Smaller
-        flushes, which is every flush at ordinary loads (20,000 msg/s gives a few hundred
-        readings per 10 ms), keep ``flush_interval``, and so the time from a reading to its alert.
+        that fixed part took a third of the event loop in a 500,000 readings/s backlog. So a flush
+        of more than `STRETCH_READINGS` readings (300,000 readings/s at 10 ms) lengthens the next
+        wait in proportion, up to ``max_flush_interval``; the next flush then carries more. Below
+        that, which is every flush at ordinary loads (20,000 msg/s of three readings is 600 a
+        flush), and after a one-off burst, the wait stays ``flush_interval``, and so does the time
+        from a reading to its alert.
         """
-        if readings < STRETCH_READINGS:
-            return self.flush_interval
-        return min(self.max_flush_interval, max(self.flush_interval, busy * FLUSH_STRETCH))
+        stretched = self.flush_interval * readings / STRETCH_READINGS
+        return min(self.max_flush_interval, max(self.flush_interval, stretched))
 
     async def flush(self) -> int:
         """Store and acknowledge everything decoded so far, after any batch still in flight.
