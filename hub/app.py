@@ -278,7 +278,6 @@ class Components:
             consumer=consumer,
             slot=self.slot,
             flush_interval=ing.flush_interval_s,
-            max_flush_interval=ing.max_flush_interval_s,
             # A store outage goes to the spool (acknowledged, the hub keeps watching) until it is
             # full; then acknowledgements are held back and the broker keeps the rest.
             spool=self._spool(),

@@ -156,14 +156,6 @@ class IngestSettings(_Section):
         le=5,
         title="How often decoded readings are stored (and rules and screens see them)",
     )
-    max_flush_interval_s: float = Field(
-        0.05,
-        gt=0,
-        le=5,
-        title="Longest wait between flushes of very many readings (a backlog, a storm)",
-        description="a flush of more than 3,000 readings lengthens the wait before the next in "
-        "proportion, from flush_interval_s up to this (ingest/pipeline.py)",
-    )
     decode_workers: int = Field(
         0,
         ge=0,

@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 BatchHandler = Callable[[ReadingBatch], Awaitable[None]]
 StatusHandler = Callable[[Sequence[StatusChange]], Awaitable[None]]
 
-STRETCH_READINGS = 3000
-"""Flushes of more readings lengthen the wait before the next (`IngestPipeline._next_interval`)."""
-
 _REPLAY_READINGS = (
     50_000  # readings per replay write: spooled batches are a flush each, often small
 )
@@ -119,7 +116,6 @@ class IngestPipeline:
         *,
         consumer: Consumer | PooledConsumer | None = None,
         flush_interval: float = 0.02,
-        max_flush_interval: float = 0.05,
         on_batch: Sequence[BatchHandler] = (),
         on_received: Sequence[BatchHandler] = (),
         on_status: Sequence[StatusHandler] = (),
@@ -134,8 +130,6 @@ class IngestPipeline:
     ) -> None:
         """Wire the stages; nothing runs until `run`.
 
-        Flushes come every ``flush_interval``, or less often, up to ``max_flush_interval``, while
-        each carries very many readings (`_next_interval`).
         ``max_in_flight`` bounds the batches taken but not yet durable (see `run`). With a ``slot``
         (one ingest worker of several, devices/partitions.py) the session subscribes to the telemetry
         topics of the slot's own devices only, following registry changes, and to every device's
@@ -153,7 +147,6 @@ class IngestPipeline:
         self.transport = MqttTransport(mqtt, [(s, 1) for s in subscriptions], self.consumer.handle)
         self._subscribed_version = -1
         self.flush_interval = flush_interval
-        self.max_flush_interval = max(flush_interval, max_flush_interval)
         self._on_batch = list(on_batch)
         self._on_received = list(on_received)
         self._on_status = list(on_status)
@@ -232,13 +225,12 @@ class IngestPipeline:
         )
         try:
             next_flush = time.monotonic()
-            interval = self.flush_interval
             while True:
-                # Every ``interval`` from the last start, not after the last end: a batch that
+                # Every ``flush_interval`` from the last start, not after the last end: a batch that
                 # took a while must not add its time to the next batch's wait.
-                next_flush += interval
+                next_flush += self.flush_interval
                 await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
-                next_flush = max(next_flush, time.monotonic() - interval)
+                next_flush = max(next_flush, time.monotonic() - self.flush_interval)
                 await self._make_room()
                 if self.slot is not None and self._subscribed_version != self.registry.version:
                     await asyncio.to_thread(self._follow_registry)  # a query: off the loop
@@ -247,7 +239,6 @@ class IngestPipeline:
                     received = self._start(staged)
                     # Shielded: a cancellation must not abandon a batch between store and ack.
                     await asyncio.shield(received)
-                interval = self._next_interval(len(staged.taken.batch) if staged else 0)
         finally:
             if replaying is not None:
                 replaying.cancel()
@@ -260,21 +251,6 @@ class IngestPipeline:
                 await self.flush()
             self.transport.stop()
             self._close_writer()
-
-    def _next_interval(self, readings: int) -> float:
-        """The wait before the next flush, after one that took ``readings``.
-
-        Much of a flush's cost is the same however many readings it carries (a store statement,
-        each rule's and screen's pass over the batch, the hand-overs between threads): at 10 ms
-        that fixed part took a third of the event loop in a 500,000 readings/s backlog. So a flush
-        of more than `STRETCH_READINGS` readings (300,000 readings/s at 10 ms) lengthens the next
-        wait in proportion, up to ``max_flush_interval``; the next flush then carries more. Below
-        that, which is every flush at ordinary loads (20,000 msg/s of three readings is 600 a
-        flush), and after a one-off burst, the wait stays ``flush_interval``, and so does the time
-        from a reading to its alert.
-        """
-        stretched = self.flush_interval * readings / STRETCH_READINGS
-        return min(self.max_flush_interval, max(self.flush_interval, stretched))
 
     async def flush(self) -> int:
         """Store and acknowledge everything decoded so far, after any batch still in flight.

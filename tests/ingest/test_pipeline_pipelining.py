@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import threading
 import time
@@ -17,13 +16,12 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-import ingest.pipeline
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
 from ingest.consumer import Consumer
 from ingest.deadletter import DeadLetterStore
 from ingest.mqtt import MqttOptions
-from ingest.pipeline import STRETCH_READINGS, IngestPipeline
+from ingest.pipeline import IngestPipeline
 from ingest.store.filestore import FileStore
 from tests.conftest import Broker
 from tests.ingest.codecs.conftest import SITE_ZONE
@@ -195,65 +193,3 @@ def test_a_write_that_raises_stops_the_pipeline(
     with pytest.raises(RuntimeError, match="a bug in the store"):
         asyncio.run(main())
     assert store.count() == 0
-
-
-def test_only_very_large_flushes_stretch_the_wait(
-    test_registry: Registry, store: FileStore, dead_letters: DeadLetterStore
-) -> None:
-    """Up to 3,000 readings a flush keeps its 10 ms; beyond, the wait grows in proportion, to 50 ms."""
-    pipeline = IngestPipeline(
-        test_registry,
-        store,
-        dead_letters,
-        MqttOptions(client_id="hub-stretch"),
-        flush_interval=0.01,
-        max_flush_interval=0.05,
-    )
-    big = STRETCH_READINGS
-    assert pipeline._next_interval(0) == 0.01
-    # 20,000 msg/s of three readings, even after a 100 ms stall: the alerts' latency stays as it is.
-    assert pipeline._next_interval(600) == pipeline._next_interval(big) == 0.01
-    assert pipeline._next_interval(2 * big) == pytest.approx(0.02)
-    assert pipeline._next_interval(100 * big) == 0.05  # never longer than the maximum
-    # A maximum below the interval is the interval: flushes never come more often than asked.
-    slow = IngestPipeline(
-        test_registry,
-        store,
-        dead_letters,
-        MqttOptions(client_id="hub-stretch"),
-        flush_interval=0.1,
-        max_flush_interval=0.05,
-    )
-    assert slow._next_interval(0) == slow._next_interval(100 * big) == 0.1
-
-
-def test_flushes_of_many_readings_come_less_often(
-    private_broker: Broker,
-    test_registry: Registry,
-    store: FileStore,
-    dead_letters: DeadLetterStore,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With every flush counted as very large, flushes come every 50 ms, not every 10.
-
-    (A real 3,000 readings per flush is 300,000 readings/s, not what this test is about.)
-    """
-    monkeypatch.setattr(ingest.pipeline, "STRETCH_READINGS", 1 / 100)
-    t0 = int(time.time() * 1000) - 3_600_000
-    with RunningPipeline(test_registry, store, dead_letters, private_broker) as running:
-        pipeline = running.pipeline
-        pipeline.flush_interval, pipeline.max_flush_interval = 0.01, 0.05
-        calls: list[float] = []
-
-        async def record(batch: ReadingBatch) -> None:
-            calls.append(time.monotonic())
-
-        pipeline.add_received_handler(record)
-        with Publisher(private_broker.host, private_broker.port) as pub:
-            for k in range(40):  # a message every ~25 ms for a second: every flush has readings
-                pub.send(_messages(k, 1, t0))
-                time.sleep(0.025)
-        running.wait_until(lambda p: p.stats.stored == 80)
-    gaps = sorted(b - a for a, b in itertools.pairwise(calls))
-    assert len(gaps) >= 5
-    assert gaps[len(gaps) // 2] >= 0.045, gaps  # every 10 ms, a message every 25 ms: ~25 ms
