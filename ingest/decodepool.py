@@ -116,9 +116,8 @@ class _Worker:
         self._in = Connection(from_child_r, writable=False)
         self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.outbox.put(pickle.dumps(pool.config))
-        self.outstanding = (
-            0  # chunks sent and not returned (read and written under the pool's lock)
-        )
+        # Chunks sent and not returned (read and written under the pool's lock).
+        self.outstanding = 0
         self._sender = threading.Thread(
             target=self._send_loop, name=f"decode-send-{index}", daemon=True
         )
@@ -148,14 +147,24 @@ class _Worker:
             self._pool.finished(self, result)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the worker to end, then make sure it did."""
+        """Ask the worker to end, then make sure it did.
+
+        Each pipe end is closed only once the thread using it is done with it: a descriptor closed
+        under a thread still writing could be reused by another file and written to.
+        """
         self.outbox.put(None)
+        self._sender.join(timeout)
+        if self._sender.is_alive():  # stuck in a send to a worker that no longer reads
+            self.proc.kill()
+            self._sender.join()
         self._out.close()  # the worker reads EOF and exits
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if threading.current_thread() is not self._receiver:
+            self._receiver.join(timeout)
         self._in.close()
 
 
