@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devices.partitions import Slot
 from devices.profiles import Device
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
@@ -233,3 +234,22 @@ def test_settle_brings_back_every_chunk_for_one_last_take(
     assert taken.acks == [(i + 1, 1) for i in range(100)]
     assert len(taken.batch) == 200
     assert pool.pending == 0
+
+
+def test_a_cluster_slots_workers_leave_other_slots_devices_as_the_hub_does(
+    test_registry: Registry, pools: Callable[..., PooledConsumer]
+) -> None:
+    """With an ingest worker's slot, messages of devices other slots own are acknowledged, not decoded."""
+    slot = Slot(worker=1, workers=2)
+    messages = golden_messages() * 2
+    reference = Consumer(
+        test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=FakeClock(), slot=slot
+    )
+    want = merged(run_consumer(reference, messages, take_every=5))
+    pool = pools(test_registry, workers=2, chunk_messages=4, clock=FakeClock(), slot=slot)
+    got = merged(run_consumer(pool, messages, take_every=5))
+
+    assert reference.counters.foreign > 0
+    assert reference.counters.readings > 0
+    assert_same(got, want)
+    assert pool.counters == reference.counters
