@@ -41,7 +41,11 @@ def test_metrics_count_ingest_rejects_and_time_writes_and_rules(hub: ServedHub) 
     deadline = time.monotonic() + 10
     while True:
         got = scrape(hub.http)
-        if got["hub_rule_evaluation_seconds_count"][()] >= 1 or time.monotonic() > deadline:
+        # Dead letters are written after the readings they travelled with are stored: a scrape
+        # right after `wait_stored` may come before them.
+        rejects = sum(got.get("hub_rejects_total", {}).values())
+        done = got["hub_rule_evaluation_seconds_count"][()] >= 1 and rejects >= 2
+        if done or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert got["hub_mqtt_messages_total"][()] == 12
