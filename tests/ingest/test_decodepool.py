@@ -45,8 +45,12 @@ def golden_messages() -> list[tuple[str, bytes]]:
     ]
 
 
-class FakeClock:
-    """Receive times the test chooses: each call is 7 ms after the last."""
+class SteppedClock:
+    """The consumer's injected clock, stepping 7 ms a call: both decoders see the same receive times.
+
+    Every component here is real (worker processes, registry file); only the time is chosen, so the
+    in-process reference and the workers can be compared reading for reading.
+    """
 
     def __init__(self) -> None:
         self.now_ms = T0
@@ -118,10 +122,10 @@ def test_workers_decode_every_golden_case_as_the_hub_does(
     test_registry: Registry, pools: Callable[..., PooledConsumer]
 ) -> None:
     messages = golden_messages() * 3
-    reference = Consumer(test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=FakeClock())
+    reference = Consumer(test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=SteppedClock())
     want = merged(run_consumer(reference, messages, take_every=5))
     # Small chunks over two workers: results come back out of order and are put back in order.
-    pool = pools(test_registry, workers=2, chunk_messages=3, clock=FakeClock())
+    pool = pools(test_registry, workers=2, chunk_messages=3, clock=SteppedClock())
     got = merged(run_consumer(pool, messages, take_every=5))
 
     assert len(want.batch) > 100
@@ -243,10 +247,10 @@ def test_a_cluster_slots_workers_leave_other_slots_devices_as_the_hub_does(
     slot = Slot(worker=1, workers=2)
     messages = golden_messages() * 2
     reference = Consumer(
-        test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=FakeClock(), slot=slot
+        test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=SteppedClock(), slot=slot
     )
     want = merged(run_consumer(reference, messages, take_every=5))
-    pool = pools(test_registry, workers=2, chunk_messages=4, clock=FakeClock(), slot=slot)
+    pool = pools(test_registry, workers=2, chunk_messages=4, clock=SteppedClock(), slot=slot)
     got = merged(run_consumer(pool, messages, take_every=5))
 
     assert reference.counters.foreign > 0
