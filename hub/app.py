@@ -278,6 +278,7 @@ class Components:
             consumer=consumer,
             slot=self.slot,
             flush_interval=ing.flush_interval_s,
+            write_interval=ing.store_write_interval_s,
             # A store outage goes to the spool (acknowledged, the hub keeps watching) until it is
             # full; then acknowledgements are held back and the broker keeps the rest.
             spool=self._spool(),

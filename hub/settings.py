@@ -156,6 +156,16 @@ class IngestSettings(_Section):
         le=5,
         title="How often decoded readings are stored (and rules and screens see them)",
     )
+    store_write_interval_s: float = Field(
+        0.05,
+        ge=0,
+        le=5,
+        title="Shortest time between two writes to the time-series store",
+        description="readings taken meanwhile go together in the next write; rules and screens "
+        "see them at once, only their MQTT acknowledgements wait. Every write costs a commit "
+        "(about a millisecond of CPU in the embedded store), so 0 (a write per flush) costs up to "
+        "a tenth of a core at any load (ingest/pipeline.py)",
+    )
     decode_workers: int = Field(
         0,
         ge=0,

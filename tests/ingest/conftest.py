@@ -38,6 +38,7 @@ class RunningPipeline:
         username: str | None = None,
         password: str | None = None,
         decode_workers: int = 0,
+        write_interval: float = 0.0,
     ) -> None:
         consumer: Consumer | PooledConsumer = Consumer(
             registry, site_zone=SITE_ZONE, max_payload=max_payload
@@ -58,6 +59,7 @@ class RunningPipeline:
                 password=password,
             ),
             consumer=consumer,
+            write_interval=write_interval,
         )
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[None] | None = None

@@ -167,6 +167,55 @@ def test_batches_in_flight_are_bounded(
     assert store.count() == 80
 
 
+class TimedStore(HeldStore):
+    """A real FileStore that notes when each write starts."""
+
+    def __init__(self, store: FileStore) -> None:
+        super().__init__(store)
+        self.release.set()
+        self.started: list[float] = []
+
+    def write(self, batch: ReadingBatch) -> int:
+        self.started.append(time.monotonic())
+        return super().write(batch)
+
+
+def test_writes_start_at_most_every_write_interval_and_the_handlers_do_not_wait(
+    private_broker: Broker,
+    test_registry: Registry,
+    store: FileStore,
+    dead_letters: DeadLetterStore,
+) -> None:
+    timed = TimedStore(store)
+    t0 = int(time.time() * 1000) - 3_600_000
+    interval = 0.3
+    with RunningPipeline(
+        test_registry,
+        timed,  # type: ignore[arg-type]
+        dead_letters,
+        private_broker,
+        write_interval=interval,
+    ) as running:
+        pipeline = running.pipeline
+        seen = _batch_sizes(pipeline)
+        acked = _record_acks(pipeline)
+        with Publisher(private_broker.host, private_broker.port) as pub:
+            for k in range(30):  # ~1.2 s of messages, a few flush intervals apart
+                pub.send(_messages(4 * k, 4, t0))
+                time.sleep(pipeline.flush_interval * 4)
+            running.wait_until(lambda p: p.stats.stored == 240 and len(acked) == 120)
+    # The handlers got the readings flush by flush; the store took them a few flushes at a time.
+    assert sum(seen) == 240
+    assert sum(timed.writes) == 240
+    assert len(timed.writes) == pipeline.stats.writes
+    assert len(seen) >= 2 * len(timed.writes)
+    gaps = [b - a for a, b in zip(timed.started, timed.started[1:], strict=False)]
+    assert min(gaps) >= interval - 0.05, gaps
+    assert acked == sorted(acked)
+    assert len(set(acked)) == 120
+    assert store.count() == 240
+
+
 def test_a_write_that_raises_stops_the_pipeline(
     private_broker: Broker,
     test_registry: Registry,
