@@ -71,7 +71,7 @@ from ingest import api as ingest_api
 from ingest import codecs, uplink_api
 from ingest.api import BadQueryError
 from ingest.batch import ReadingBatch
-from ingest.consumer import Consumer, StatusChange
+from ingest.consumer import Consumer, DecodeOptions, StatusChange
 from ingest.deadletter import DeadLetterStore
 from ingest.decodepool import PooledConsumer, in_process
 from ingest.errors import IngestError
@@ -242,24 +242,17 @@ class Components:
         ing = settings.ingest
         local = Consumer(
             self.registry,
-            site_zone=ing.site_zone,
-            max_payload=ing.max_payload_bytes,
-            skew_flag_ms=int(ing.skew_flag_s * 1000),
-            max_future_ms=int(ing.max_future_s * 1000),
-            slot=self.slot,
-        )
-        consumer: Consumer | PooledConsumer = local
-        if ing.decode_workers and self.plan.ingests:
-            consumer = PooledConsumer(
-                self.registry,
-                workers=ing.decode_workers,
+            DecodeOptions(
                 site_zone=ing.site_zone,
                 max_payload=ing.max_payload_bytes,
                 skew_flag_ms=int(ing.skew_flag_s * 1000),
                 max_future_ms=int(ing.max_future_s * 1000),
                 slot=self.slot,
-                local=local,
-            )
+            ),
+        )
+        consumer: Consumer | PooledConsumer = local
+        if ing.decode_workers and self.plan.ingests:
+            consumer = PooledConsumer(local, workers=ing.decode_workers)
         self.pipeline = IngestPipeline(
             self.registry,
             TimedStore(self.store, self.metrics.store_write.observe),

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from devices.intern import Interner
 from devices.partitions import Slot, owned_device_ids
@@ -55,6 +55,22 @@ class Taken:
     messages: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    """How messages are decoded, beyond the registry: one value the hub builds from its settings.
+
+    Picklable, so that decode worker processes (`ingest.decodepool`) decode exactly as the hub's
+    own consumer does, and the decode preview's sandbox copies it rather than each of its fields.
+    """
+
+    site_zone: str = "Asia/Shanghai"  # the zone of vendors' zone-less local times
+    max_payload: int = 256 * 1024  # bytes; a larger payload is rejected as OVERSIZED
+    skew_flag_ms: int = 5 * 60_000  # a reading this far ahead of the receive time: CLOCK_SKEW
+    max_future_ms: int = 24 * 3600_000  # this far ahead: rejected as FUTURE_TIMESTAMP
+    # One ingest worker of several (devices/partitions.py): other slots' devices are left alone.
+    slot: Slot | None = None
+
+
 def oversized(size: int, limit: int) -> DecodeError | None:
     """The rejection of a payload of ``size`` bytes when it is over ``limit``, else None.
 
@@ -77,35 +93,33 @@ class Consumer:
     def __init__(
         self,
         registry: Registry,
+        options: DecodeOptions | None = None,
         *,
-        site_zone: str = "Asia/Shanghai",
-        max_payload: int = 256 * 1024,
-        skew_flag_ms: int = 5 * 60_000,
-        max_future_ms: int = 24 * 3600_000,
         clock: Clock = time.time,
         interner: Interner | None = None,
-        slot: Slot | None = None,
     ) -> None:
-        """Decode messages for devices in ``registry``.
+        """Decode messages for devices in ``registry``, as ``options`` say (default: `DecodeOptions`).
 
         ``interner`` replaces the registry's own for device lookups (see `sandbox`); profiles and
-        metrics still come from ``registry``. With a ``slot`` of several ingest workers, messages of
+        metrics still come from ``registry``. With a slot of several ingest workers, messages of
         devices other slots own are acknowledged without being decoded (devices/partitions.py);
         unregistered devices and bad topics are left to slot 0, which dead-letters them.
         """
+        options = options if options is not None else DecodeOptions()
+        self.registry = registry
+        self.options = options
+        self.clock = clock
         self._registry = registry
         self._interner = interner if interner is not None else registry.interner
-        self._site_zone = site_zone
-        self._max_payload = max_payload
-        self._skew_flag_ms = skew_flag_ms
-        self._max_future_ms = max_future_ms
+        self._site_zone = options.site_zone
+        self._max_payload = options.max_payload
         self._clock = clock
         self._lock = threading.Lock()
         self._builder = ColumnBuilder(
             self._interner,
             registry.profile,
-            skew_flag_ms=skew_flag_ms,
-            max_future_ms=max_future_ms,
+            skew_flag_ms=options.skew_flag_ms,
+            max_future_ms=options.max_future_ms,
         )
         self._codecs: dict[str, Codec] = {}
         self._codec_version = -1
@@ -113,6 +127,7 @@ class Consumer:
         self._statuses: list[StatusChange] = []
         self._messages = 0
         self.counters = IngestCounters()
+        slot = options.slot
         self._slot = slot if slot is not None and not slot.alone else None
         self._owned: frozenset[str] = frozenset()
         self._owned_version = -1
@@ -122,14 +137,12 @@ class Consumer:
 
         What the decode preview runs: the same topic parsing, size limit, codec choice, codec and
         column checks as live ingestion, over an interner that may hold a device the registry does not
-        know yet. It shares nothing mutable with this consumer (its own builder, codecs and counters).
+        know yet. It shares nothing mutable with this consumer (its own builder, codecs and counters),
+        and has no slot: a preview decodes whichever worker would own the device.
         """
         return Consumer(
             self._registry,
-            site_zone=self._site_zone,
-            max_payload=self._max_payload,
-            skew_flag_ms=self._skew_flag_ms,
-            max_future_ms=self._max_future_ms,
+            replace(self.options, slot=None),
             clock=clock or self._clock,
             interner=interner,
         )

@@ -42,12 +42,11 @@ from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 
 from devices.intern import Interner
-from devices.partitions import Slot
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
 from ingest.codecs.base import DecodeError, DecodeReason, RawMessage
 from ingest.columns import Rejection
-from ingest.consumer import Clock, Consumer, IngestCounters, StatusChange, Taken
+from ingest.consumer import Clock, Consumer, DecodeOptions, IngestCounters, StatusChange, Taken
 from ingest.topics import parse as parse_topic
 
 logger = logging.getLogger(__name__)
@@ -67,11 +66,7 @@ class WorkerConfig:
     """What a worker needs to decode as the hub's own consumer would (sent to it at start)."""
 
     registry_url: str
-    site_zone: str
-    max_payload: int
-    skew_flag_ms: int
-    max_future_ms: int
-    slot: Slot | None = None
+    options: DecodeOptions
 
 
 @dataclass(slots=True)
@@ -177,23 +172,17 @@ class PooledConsumer:
 
     def __init__(
         self,
-        registry: Registry,
+        local: Consumer,
         *,
         workers: int,
-        site_zone: str = "Asia/Shanghai",
-        max_payload: int = 256 * 1024,
-        skew_flag_ms: int = 5 * 60_000,
-        max_future_ms: int = 24 * 3600_000,
-        slot: Slot | None = None,
-        local: Consumer | None = None,
         chunk_messages: int = CHUNK_MESSAGES,
-        clock: Clock = time.time,
     ) -> None:
-        """Start ``workers`` decode processes over the registry's database.
+        """Start ``workers`` processes that decode as ``local`` would, over its registry's database.
 
-        ``local`` is the in-process consumer kept for what is not hot (the decode preview's and
-        HTTP uplinks' sandboxes); by default one with the same settings. A chunk goes to a worker
-        once it holds ``chunk_messages`` messages or `CHUNK_BYTES`, else at the next `take`.
+        ``local``, the in-process consumer, gives the registry, the `DecodeOptions` the workers get
+        and the clock of receive times; it is kept for what is not hot (the decode preview's and
+        HTTP uplinks' sandboxes). A chunk goes to a worker once it holds ``chunk_messages``
+        messages or `CHUNK_BYTES`, else at the next `take`.
 
         Raises:
             ValueError: no workers, or an in-memory registry the workers cannot open.
@@ -201,30 +190,16 @@ class PooledConsumer:
         if workers < 1:
             msg = "a decode pool needs at least one worker"
             raise ValueError(msg)
+        registry = local.registry
         url = registry.engine.url
         if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
             msg = "decode workers need a registry they can open: an in-memory one is not"
             raise ValueError(msg)
-        self.config = WorkerConfig(
-            registry_url=url.render_as_string(hide_password=False),
-            site_zone=site_zone,
-            max_payload=max_payload,
-            skew_flag_ms=skew_flag_ms,
-            max_future_ms=max_future_ms,
-            slot=slot,
-        )
+        self.config = WorkerConfig(url.render_as_string(hide_password=False), local.options)
         self._registry = registry
         self._chunk_messages = chunk_messages
-        self._clock = clock
-        self._local = local or Consumer(
-            registry,
-            site_zone=site_zone,
-            max_payload=max_payload,
-            skew_flag_ms=skew_flag_ms,
-            max_future_ms=max_future_ms,
-            clock=clock,
-            slot=slot,
-        )
+        self._clock = local.clock
+        self._local = local
         self.counters = self._local.counters
         self._lock = threading.Lock()
         self._items: list[Item] = []
@@ -244,7 +219,7 @@ class PooledConsumer:
     @property
     def max_payload(self) -> int:
         """The largest payload accepted, in bytes."""
-        return self.config.max_payload
+        return self._local.max_payload
 
     @property
     def pending(self) -> int:
@@ -429,14 +404,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     """A worker's life: read the config, then decode chunk after chunk until the hub closes the pipe."""
     config: WorkerConfig = pickle.loads(inbox.recv_bytes())  # noqa: S301 - the hub's own bytes
     registry = Registry(config.registry_url)
-    consumer = Consumer(
-        registry,
-        site_zone=config.site_zone,
-        max_payload=config.max_payload,
-        skew_flag_ms=config.skew_flag_ms,
-        max_future_ms=config.max_future_ms,
-        slot=config.slot,
-    )
+    consumer = Consumer(registry, config.options)
     while True:
         try:
             data = inbox.recv_bytes()

@@ -19,7 +19,7 @@ import devices.profiles
 from devices.registry import Registry
 from ingest.codecs import DecodeError, DecodeReason, RawMessage, build
 from ingest.columns import ColumnBuilder
-from ingest.consumer import Consumer
+from ingest.consumer import Consumer, DecodeOptions
 from tests.fuzz.hostile import deep, giant, hostile_payloads, mutated
 from tests.strategies import RECEIVED_MS
 
@@ -109,7 +109,7 @@ def _topics(registry: Registry) -> list[str]:
 @BUDGET
 @given(data=st.data())
 def test_consumer_rejects_with_reasons_and_never_counts_a_codec_bug(fuzz_registry, data):
-    consumer = Consumer(fuzz_registry, max_payload=64 * 1024)
+    consumer = Consumer(fuzz_registry, DecodeOptions(max_payload=64 * 1024))
     topics = _topics(fuzz_registry)
     sent = data.draw(
         st.lists(
@@ -136,7 +136,7 @@ def test_consumer_rejects_with_reasons_and_never_counts_a_codec_bug(fuzz_registr
 
 
 def test_oversized_payload_is_refused_before_decoding(fuzz_registry):
-    consumer = Consumer(fuzz_registry, max_payload=1024)
+    consumer = Consumer(fuzz_registry, DecodeOptions(max_payload=1024))
     consumer.handle("sensors/acme/mc-00001/up", b"[" * 5000 + b"]" * 5000, 1, 1)
     (rejection,) = consumer.take().rejections
     assert rejection.error.reason == DecodeReason.OVERSIZED

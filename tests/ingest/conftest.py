@@ -13,7 +13,7 @@ import pytest
 
 from devices.registry import Registry
 from hub.embedded_broker import EmbeddedBroker
-from ingest.consumer import Consumer
+from ingest.consumer import Consumer, DecodeOptions
 from ingest.deadletter import DeadLetterStore
 from ingest.decodepool import PooledConsumer
 from ingest.mqtt import MqttOptions
@@ -40,13 +40,10 @@ class RunningPipeline:
         decode_workers: int = 0,
         write_interval: float = 0.0,
     ) -> None:
-        consumer: Consumer | PooledConsumer = Consumer(
-            registry, site_zone=SITE_ZONE, max_payload=max_payload
-        )
+        local = Consumer(registry, DecodeOptions(site_zone=SITE_ZONE, max_payload=max_payload))
+        consumer: Consumer | PooledConsumer = local
         if decode_workers:
-            consumer = PooledConsumer(
-                registry, workers=decode_workers, site_zone=SITE_ZONE, max_payload=max_payload
-            )
+            consumer = PooledConsumer(local, workers=decode_workers)
         self.pipeline = IngestPipeline(
             registry,
             store,

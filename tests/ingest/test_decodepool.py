@@ -22,8 +22,8 @@ from devices.partitions import Slot
 from devices.profiles import Device
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
-from ingest.consumer import Consumer, Taken
-from ingest.decodepool import MAX_CRASHES, PooledConsumer
+from ingest.consumer import Clock, Consumer, DecodeOptions, Taken
+from ingest.decodepool import CHUNK_MESSAGES, MAX_CRASHES, PooledConsumer
 from tests.ingest.codecs.conftest import SITE_ZONE, TESTDATA
 
 T0 = 1_763_798_400_000  # the receive time of the first message; each next one 7 ms later
@@ -101,13 +101,26 @@ def assert_same(got: Taken, want: Taken) -> None:
     assert got.messages == want.messages
 
 
+def options(slot: Slot | None = None) -> DecodeOptions:
+    """The tests' decoding: the golden cases' zone, a small size limit (the oversized case)."""
+    return DecodeOptions(site_zone=SITE_ZONE, max_payload=8192, slot=slot)
+
+
 @pytest.fixture
 def pools() -> Iterator[Callable[..., PooledConsumer]]:
     """Start pools that are closed (their processes stopped) after the test."""
     started: list[PooledConsumer] = []
 
-    def start(registry: Registry, **kwargs: object) -> PooledConsumer:
-        pool = PooledConsumer(registry, site_zone=SITE_ZONE, max_payload=8192, **kwargs)  # type: ignore[arg-type]
+    def start(
+        registry: Registry,
+        *,
+        workers: int,
+        chunk_messages: int = CHUNK_MESSAGES,
+        clock: Clock = time.time,
+        slot: Slot | None = None,
+    ) -> PooledConsumer:
+        local = Consumer(registry, options(slot), clock=clock)
+        pool = PooledConsumer(local, workers=workers, chunk_messages=chunk_messages)
         started.append(pool)
         return pool
 
@@ -122,7 +135,7 @@ def test_workers_decode_every_golden_case_as_the_hub_does(
     test_registry: Registry, pools: Callable[..., PooledConsumer]
 ) -> None:
     messages = golden_messages() * 3
-    reference = Consumer(test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=SteppedClock())
+    reference = Consumer(test_registry, options(), clock=SteppedClock())
     want = merged(run_consumer(reference, messages, take_every=5))
     # Small chunks over two workers: results come back out of order and are put back in order.
     pool = pools(test_registry, workers=2, chunk_messages=3, clock=SteppedClock())
@@ -220,9 +233,9 @@ def test_a_device_registered_just_before_its_first_message_is_known_to_the_worke
 def test_an_in_memory_registry_is_refused_with_the_reason(tmp_path: Path) -> None:
     registry = Registry("sqlite://")
     with pytest.raises(ValueError, match="in-memory"):
-        PooledConsumer(registry, workers=1)
+        PooledConsumer(Consumer(registry), workers=1)
     with pytest.raises(ValueError, match="at least one worker"):
-        PooledConsumer(Registry(f"sqlite:///{tmp_path / 'r.db'}"), workers=0)
+        PooledConsumer(Consumer(Registry(f"sqlite:///{tmp_path / 'r.db'}")), workers=0)
 
 
 def test_settle_brings_back_every_chunk_for_one_last_take(
@@ -246,9 +259,7 @@ def test_a_cluster_slots_workers_leave_other_slots_devices_as_the_hub_does(
     """With an ingest worker's slot, messages of devices other slots own are acknowledged, not decoded."""
     slot = Slot(worker=1, workers=2)
     messages = golden_messages() * 2
-    reference = Consumer(
-        test_registry, site_zone=SITE_ZONE, max_payload=8192, clock=SteppedClock(), slot=slot
-    )
+    reference = Consumer(test_registry, options(slot), clock=SteppedClock())
     want = merged(run_consumer(reference, messages, take_every=5))
     pool = pools(test_registry, workers=2, chunk_messages=4, clock=SteppedClock(), slot=slot)
     got = merged(run_consumer(pool, messages, take_every=5))

@@ -18,7 +18,7 @@ import pytest
 
 from devices.registry import Registry
 from ingest.batch import ReadingBatch
-from ingest.consumer import Consumer
+from ingest.consumer import Consumer, DecodeOptions
 from ingest.deadletter import DeadLetterStore
 from ingest.mqtt import MqttOptions
 from ingest.pipeline import IngestPipeline
@@ -228,7 +228,7 @@ def test_a_write_that_raises_stops_the_pipeline(
         FailingStore(store),  # type: ignore[arg-type]
         dead_letters,
         MqttOptions(host=private_broker.host, port=private_broker.port, client_id="hub-failing"),
-        consumer=Consumer(test_registry, site_zone=SITE_ZONE),
+        consumer=Consumer(test_registry, DecodeOptions(site_zone=SITE_ZONE)),
     )
     t0 = int(time.time() * 1000) - 3_600_000
 

@@ -16,7 +16,7 @@ import pytest
 from devices.access import Role
 from devices.registry import Registry
 from devices.users import UserStore
-from ingest.consumer import Consumer
+from ingest.consumer import Consumer, DecodeOptions
 from ingest.normalise import RangeTable, flag_out_of_range
 from ingest.preview import PLACEHOLDER_DEVICE, DecodePreview, preview
 from tests.hub.conftest import ServedHub
@@ -32,7 +32,9 @@ LIMIT = 4096  # a small size limit for the unit tests' consumer
 def consumer(test_registry: Registry) -> Consumer:
     """The live consumer as the hub builds it (site zone, size limit), at a fixed clock."""
     return Consumer(
-        test_registry, site_zone=SITE_ZONE, max_payload=LIMIT, clock=lambda: RECEIVED_MS / 1000
+        test_registry,
+        DecodeOptions(site_zone=SITE_ZONE, max_payload=LIMIT),
+        clock=lambda: RECEIVED_MS / 1000,
     )
 
 
@@ -223,12 +225,7 @@ def _live(
     registry: Registry, consumer: Consumer, topic: str, payload: bytes
 ) -> tuple[list[tuple[str, str, int, float | None, int]], list[tuple[str, str]]]:
     """What the live consumer and the pipeline's range check make of a message."""
-    live = Consumer(
-        registry,
-        site_zone=SITE_ZONE,
-        max_payload=consumer.max_payload,
-        clock=lambda: RECEIVED_MS / 1000,
-    )
+    live = Consumer(registry, consumer.options, clock=lambda: RECEIVED_MS / 1000)
     live.handle(topic, payload, 1, 1)
     taken = live.take()
     batch = flag_out_of_range(taken.batch, RangeTable.from_registry(registry))
