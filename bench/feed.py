@@ -148,7 +148,9 @@ def run_hub(port: int, http_port: int, data: str, interval_ms: int) -> None:
         feed=FeedSettings(interval_ms=interval_ms),
     )
     uvicorn.run(
-        create_app(settings, cameras=SyntheticCameras(CAMERAS)),
+        # freeze_gc as `hub run` does: without it a full collection over start-up's objects
+        # stalled the loop for 160-200 ms a few times a run, which this bench then measured.
+        create_app(settings, cameras=SyntheticCameras(CAMERAS), freeze_gc=True),
         host="127.0.0.1",
         port=http_port,
         log_level="warning",
