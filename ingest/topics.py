@@ -16,8 +16,8 @@ class TopicKind(enum.StrEnum):
     STATUS = "status"  # online/offline (last will, retained)
 
 
-class TopicParts(msgspec.Struct, frozen=True):
-    """The parts of a device topic."""
+class TopicParts(msgspec.Struct, frozen=True, gc=False):
+    """The parts of a device topic (one per message: untracked by the collector, it holds no cycle)."""
 
     vendor: str
     device_id: str
