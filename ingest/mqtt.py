@@ -37,6 +37,8 @@ MessageHandler = Callable[[str, bytes, int, int], None]
 _PUBLISH = 0x30
 _PUBACK = 0x40
 _RECV_SIZE = 256 * 1024  # one read takes dozens of batched messages off the socket
+_WRITE_EVERY = 32
+"""While handling a large read, queued outgoing packets are written after every this many PUBLISHes."""
 
 
 def puback_packets(mids: Sequence[int]) -> bytes:
@@ -95,6 +97,7 @@ class _HubClient(mqtt.Client):
         """Handle every complete packet in ``buf``; returns how many bytes were used, and paho's code."""
         end_of_data = len(buf)
         pos = 0
+        handled = 0
         with memoryview(buf) as view:
             while end_of_data - pos >= 2:
                 command = buf[pos]
@@ -120,6 +123,13 @@ class _HubClient(mqtt.Client):
                     # would stop it from being resized.
                     with view[at:end] as body:
                         self._publish(command, body)
+                    handled += 1
+                    if handled % _WRITE_EVERY == 0 and self._out_packet:
+                        # An alert event or the last flush's PUBACKs, queued from another thread:
+                        # out now, not after the rest of a read that may hold a thousand messages
+                        # (tens of ms of decoding). This is the network thread, paho's only writer;
+                        # a failed write keeps its packet queued for paho's loop to deal with.
+                        self._packet_write()
                 else:
                     rc = self._paho_handle(command, bytearray(view[at:end]))
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

@@ -162,3 +162,66 @@ def test_the_reader_starts_clean_after_the_broker_restarts(private_broker: Broke
     # acknowledgements: what matters here is that the new connection's packets are read whole.)
     after = [(t, p) for t, p, _m, _q in received.messages if t.startswith("t/after/")]
     assert after == [(f"t/after/{i}", b"y" * (i * 97)) for i in range(200)]
+
+
+def test_a_publish_queued_during_a_large_read_goes_out_before_the_read_is_handled(
+    private_broker: Broker,
+) -> None:
+    """An alert event queued while the network thread works through a burst is not held behind it.
+
+    A backlog of 3,000 messages reaches the transport in reads of hundreds or thousands of
+    packets; its handler (slowed to 0.5 ms a message) queues one publish at the 5th. The watcher
+    must see that publish long before the handler is through the read it came in.
+    """
+    client_id = "hub-midread"
+    received = Received()
+    with transport(private_broker, client_id, received):
+        pass  # the persistent session, subscribed; the backlog queues for it meanwhile
+    wait_until_disconnected(private_broker, client_id, 1)
+    with Publisher(private_broker.host, private_broker.port) as pub:
+        pub.send((f"t/{i}", b"x" * 20) for i in range(3000))
+
+    handled: list[int] = []
+    seen_at: list[int] = []
+    arrived = threading.Event()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watcher", protocol=mqtt.MQTTv5)
+
+    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        seen_at.append(len(handled))
+        arrived.set()
+
+    watcher.on_message = on_message
+    watcher.connect(private_broker.host, private_broker.port)
+    watcher.subscribe("out/#", qos=1)
+    watcher.loop_start()
+    holder: list[MqttTransport] = []
+
+    def slow(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        handled.append(mid)
+        if len(handled) == 5:
+            holder[0].publish("out/alert", b"red", 1)
+        time.sleep(0.0005)
+
+    try:
+        time.sleep(0.3)  # the watcher's subscription is in place
+        t = MqttTransport(
+            MqttOptions(host=private_broker.host, port=private_broker.port, client_id=client_id),
+            [("t/#", 1)],
+            slow,
+        )
+        holder.append(t)
+        t.start()
+        try:
+            assert arrived.wait(30), "the queued publish never went out"
+            deadline = time.monotonic() + 30
+            while len(handled) < 3000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            t.stop()
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert len(handled) == 3000
+    # Written after at most a few dozen more packets (ingest/mqtt.py _WRITE_EVERY), not at the
+    # end of a read: 0.5 ms a message, so 200 messages are 100 ms of delay.
+    assert seen_at[0] < 200, seen_at
