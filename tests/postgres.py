@@ -20,7 +20,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,17 +177,19 @@ def postgres_url(postgres: Postgres) -> Iterator[str]:
     postgres.create_database(name)
     # The stores a test opens are rarely disposed; their pooled psycopg connections would be
     # garbage-collected open later (a ResourceWarning, an error here). Close them with the test.
-    engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+    # Held strongly: an engine sits in reference cycles, so a weak set lost the ones the cyclic
+    # collector happened to free mid-test, and their connections warned then (a CI failure).
+    engines: dict[int, sa.Engine] = {}
 
     def seen(conn: sa.Connection) -> None:
-        engines.add(conn.engine)
+        engines[id(conn.engine)] = conn.engine
 
     sa.event.listen(sa.Engine, "engine_connect", seen)
     try:
         yield postgres.url(name)
     finally:
         sa.event.remove(sa.Engine, "engine_connect", seen)
-        for engine in list(engines):
+        for engine in engines.values():
             engine.dispose()
         postgres.drop_database(name)
 
