@@ -206,6 +206,11 @@ def _elements(body: bytes, i: int, base: int, msg: int, function: int, into: Sca
 def _record(w: _Walk, code: int, start: int, size: int, dec: int) -> bool:
     """Record one element's value(s); False when the rest of the body belongs to it."""
     if code == STEP:
+        if size != 3:
+            # Day, hour and minute, one BCD byte each: any other length leaves every later
+            # value's time unknown, so the walk stops here.
+            w.problem(f"time step at byte {start - 2} has a length of {size} bytes, not 3")
+            return False
         w.into.checks += range(start, start + 3)  # the step decides every value's time
         d, h, m = (_bcd_byte(b) for b in w.body[start : start + 3])
         w.step_min = d * 1440 + h * 60 + m

@@ -241,6 +241,20 @@ def test_cut_element(registry: Registry) -> None:
     assert "needs 4 bytes" in d.rejections[0].error.detail
 
 
+@pytest.mark.parametrize("definition", [0x00, 0x10, 0x20])
+def test_time_step_of_another_length(registry: Registry, definition: int) -> None:
+    # A time step (04H) is three bytes; 0 (the element at the body's very end), 2 or 4 are refused
+    # with a reason, not an exception (hypothesis found the empty one), and the values before it kept.
+    elements = (
+        sta.element(0x20, 1.0, 1, 3) + bytes((0x04, definition)) + b"\x00" * (definition >> 3)
+    )
+    body = sta.report_body(station=RIVER, serial=1, sent=T0, observed=T0, elements=elements)
+    d = decode(registry, fr.build(station=RIVER, function=fr.Function.EVEN_INTERVAL, body=body))
+    assert [m for _, m, _, _, _ in rows(registry, d)] == ["rainfall"]
+    assert reasons(d) == ["bad_frame"]
+    assert f"has a length of {definition >> 3} bytes, not 3" in d.rejections[0].error.detail
+
+
 @pytest.mark.parametrize(
     ("station", "reason"),
     [
