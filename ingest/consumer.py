@@ -109,11 +109,7 @@ class Consumer:
         self.registry = registry
         self.options = options
         self.clock = clock
-        self._registry = registry
         self._interner = interner if interner is not None else registry.interner
-        self._site_zone = options.site_zone
-        self._max_payload = options.max_payload
-        self._clock = clock
         self._lock = threading.Lock()
         self._builder = ColumnBuilder(
             self._interner,
@@ -141,16 +137,16 @@ class Consumer:
         and has no slot: a preview decodes whichever worker would own the device.
         """
         return Consumer(
-            self._registry,
+            self.registry,
             replace(self.options, slot=None),
-            clock=clock or self._clock,
+            clock=clock or self.clock,
             interner=interner,
         )
 
     @property
     def max_payload(self) -> int:
         """The largest payload accepted, in bytes."""
-        return self._max_payload
+        return self.options.max_payload
 
     @property
     def pending(self) -> int:
@@ -159,7 +155,7 @@ class Consumer:
 
     def handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         """Decode one message (called on the transport's thread). Never raises."""
-        self.handle_at(topic, payload, mid, qos, int(self._clock() * 1000))
+        self.handle_at(topic, payload, mid, qos, int(self.clock() * 1000))
 
     def handle_at(self, topic: str, payload: bytes, mid: int, qos: int, now_ms: int) -> None:
         """Decode one message received at ``now_ms`` (epoch ms); a decode worker's way in."""
@@ -197,10 +193,10 @@ class Consumer:
         assert slot is not None  # noqa: S101 - only called with a slot
         if parts is None:
             return slot.takes_strays
-        if self._owned_version != self._registry.version:
+        if self._owned_version != self.registry.version:
             # Registry changes are rare (a device registered, moved or retired): one narrow query.
-            self._owned_version = self._registry.version
-            self._owned = owned_device_ids(self._registry, slot)
+            self._owned_version = self.registry.version
+            self._owned = owned_device_ids(self.registry, slot)
         if parts.device_id in self._owned:
             return True
         return slot.takes_strays and parts.device_id not in self._interner.devices
@@ -226,7 +222,7 @@ class Consumer:
         self.counters.readings += builder.commit()
 
     def _check_size(self, raw: RawMessage) -> None:
-        error = oversized(len(raw.payload), self._max_payload)
+        error = oversized(len(raw.payload), self.options.max_payload)
         if error is not None:
             raise error
 
@@ -243,14 +239,14 @@ class Consumer:
         if entry.vendor != raw.vendor:
             msg = f"device {raw.device_id!r} is not registered to vendor {raw.vendor!r}"
             raise DecodeError(DecodeReason.WRONG_VENDOR, msg, raw.device_id)
-        if self._codec_version != self._registry.version:
+        if self._codec_version != self.registry.version:
             self._codecs.clear()
             self._builder.forget_profiles()
-            self._codec_version = self._registry.version
+            self._codec_version = self.registry.version
         codec = self._codecs.get(entry.profile)
         if codec is None:
-            profile = self._registry.profile(entry.profile)
-            codec = codecs.build(profile.codec, site_zone=self._site_zone)
+            profile = self.registry.profile(entry.profile)
+            codec = codecs.build(profile.codec, site_zone=self.options.site_zone)
             self._codecs[entry.profile] = codec
         return codec
 
