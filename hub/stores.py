@@ -17,4 +17,4 @@ def open_store(settings: HubSettings, registry: Registry) -> Store:
             registry=registry,
             retention_days=settings.store.retention_days,
         )
-    return FileStore(settings.store_path)
+    return FileStore(settings.store_path, memory_limit=f"{settings.store.memory_mb}MB")

@@ -55,7 +55,7 @@ _NEVER = np.iinfo(np.int64).min
 class FileStore:
     """Readings in a DuckDB file (``:memory:`` for a throwaway store). Thread-safe."""
 
-    def __init__(self, path: str | Path, *, threads: int = 2, memory_limit: str = "512MB") -> None:
+    def __init__(self, path: str | Path, *, threads: int = 2, memory_limit: str = "64MB") -> None:
         """Open or create the store at ``path``."""
         self.path = str(path)
         if self.path != ":memory:":
