@@ -21,7 +21,8 @@ per-screen queues). A first version used a paho subscriber, which reads one pack
 measured paho instead.
 
 The hub runs as ``hub run`` does (uvicorn, websockets-sansio, no per-message deflate), with 6,000
-synthetic cameras, in its own process. Phases of 8 s alternate without and with the slow screen
+cameras in its registry served by its own camera source (the patrol off: no streams are opened), in its
+own process. Phases of 8 s alternate without and with the slow screen
 (A B A B, each after 2 unmeasured seconds in which the slow screen connects, gets its snapshot, or
 leaves: that is the cost of any new screen, not of a slow one); the slow screen reads one frame a second through a
 4 KiB socket buffer and a one-frame client queue, so once the kernel's buffers are full the hub must
@@ -72,30 +73,6 @@ GAP_S = 2.0  # unmeasured before each phase: the slow screen connects (and gets 
 # -- the hub --------------------------------------------------------------------------------------
 
 
-class SyntheticCameras:
-    """6,000 cameras over the bench city's streets, as the feed's camera source (no video probing)."""
-
-    def __init__(self, n: int) -> None:
-        self._cameras = [
-            {
-                "id": f"cam-{i:05d}",
-                "name": f"Camera {i}",
-                "lat": 31.0 + (i % 100) / 100,
-                "lon": 121.0 + (i // 100) / 100,
-                "area": _area(i),
-                "status": "fault" if i % 37 == 0 else "ok",
-                "findings": ["blur"] if i % 37 == 0 else [],
-            }
-            for i in range(n)
-        ]
-
-    def cameras(self) -> list[dict[str, Any]]:
-        return self._cameras
-
-    def subscribe(self, callback: Any) -> Any:  # noqa: ANN401 - the hub's CameraSource protocol
-        return lambda: None
-
-
 def _area(i: int) -> str:
     return f"bench/district-{i % 16}/street-{(i // 16) % 10}"
 
@@ -103,6 +80,8 @@ def _area(i: int) -> str:
 def build_registry(path: Path) -> None:
     from devices.profiles import Device, DeviceProfile, MetricSpec, Vendor
     from devices.registry import Registry
+    from video.cameras import Camera
+    from video.registry import CameraRegistry
 
     reg = Registry(f"sqlite:///{path}")
     reg.put_vendors([Vendor(id=VENDOR, name="Benchmark vendor")])
@@ -133,6 +112,25 @@ def build_registry(path: Path) -> None:
         ]
     )
     reg.engine.dispose()
+    # The cameras go where the hub's video package keeps them (the registry's database).
+    cameras = CameraRegistry(f"sqlite:///{path}")
+    cameras.put(
+        [
+            Camera(
+                id=f"cam-{i:05d}",
+                url=f"rtsp://127.0.0.1:9/cam-{i:05d}",  # never opened: the patrol is off
+                name=f"Camera {i}",
+                department="traffic-police" if i % 3 else "water-authority",
+                lat=31.0 + (i % 100) / 100,
+                lon=121.0 + (i // 100) / 100,
+                heading=float(i * 7 % 360),
+                fov=60.0,
+                area=_area(i),
+            )
+            for i in range(CAMERAS)
+        ]
+    )
+    cameras.dispose()
 
 
 def run_hub(port: int, http_port: int, data: str, interval_ms: int) -> None:
@@ -140,17 +138,19 @@ def run_hub(port: int, http_port: int, data: str, interval_ms: int) -> None:
 
     from hub.app import create_app
     from hub.settings import FeedSettings, HttpSettings, HubSettings, MqttSettings
+    from video.settings import VideoSettings
 
     settings = HubSettings(
         data_dir=Path(data),
         mqtt=MqttSettings(embedded=False, port=port, auth=False, client_id="bench-feed-hub"),
         http=HttpSettings(port=http_port),
         feed=FeedSettings(interval_ms=interval_ms),
+        video=VideoSettings(patrol=False),
     )
     uvicorn.run(
         # freeze_gc as `hub run` does: without it a full collection over start-up's objects
         # stalled the loop for 160-200 ms a few times a run, which this bench then measured.
-        create_app(settings, cameras=SyntheticCameras(CAMERAS), freeze_gc=True),
+        create_app(settings, freeze_gc=True),
         host="127.0.0.1",
         port=http_port,
         log_level="warning",

@@ -189,11 +189,38 @@ def render(
         "ts": cap.now_ms,
         "devices": _chunked(device_rows(cap)),
         "alerts": [alert_body(a) for a in alerts],
-        "cameras": _chunked(shown),
+        "cameras": _camera_text(shown),
         "counts": counts(cap.devices, cap.index, cap.online, alerts),
         **(response or {}),
     }
     return _encoder.encode(body).decode()
+
+
+class CameraText:
+    """The JSON of a list of cameras, kept while the source hands back an equal list.
+
+    Cameras change seldom (a camera registered, a finding confirmed), and the source's entries are
+    shared dicts it replaces on change (`hub.video_wiring.FeedCameras`), so comparing the new list
+    with the last one mostly meets the same objects: ~0.1 ms for 6,000 cameras against 2-3 ms of
+    encoding. An equal list of other dicts encodes the same, so it is the same text either way.
+    """
+
+    def __init__(self) -> None:
+        """Start with nothing kept."""
+        self._last: tuple[list[dict[str, Any]], msgspec.Raw] | None = None
+
+    def __call__(self, cameras: Sequence[dict[str, Any]]) -> msgspec.Raw:
+        """``cameras`` as one JSON array."""
+        last = self._last  # one read: renders run in worker threads
+        if last is not None and last[0] == cameras:
+            return last[1]
+        kept = list(cameras)
+        text = _chunked(kept)
+        self._last = (kept, text)
+        return text
+
+
+_camera_text = CameraText()
 
 
 def _chunked(items: Sequence[object], size: int = ENCODE_CHUNK) -> msgspec.Raw:

@@ -6,15 +6,23 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from devices.access import Role
 from devices.users import UserStore
+from hub.feed_snapshot import CameraText
+from hub.video_wiring import FeedCameras
 from tests.hub.conftest import ServedHub
+from tests.video.conftest import FAST, make_fleet
 from tests.video.scenes import Segment
 from tests.video.streams import MjpegServer, Stream
+from video.cameras import Camera
+from video.diagnose import FindingKind
+from video.history import CameraStatus
+from video.status import CameraState, Track
 
 PASSWORD = "a long enough password"
 
@@ -84,3 +92,48 @@ async def test_a_vendor_screen_shows_no_city_camera(hub: ServedHub) -> None:
     await ws.close()
     assert snapshot["type"] == "snapshot"
     assert snapshot.get("cameras", []) == []
+
+
+def test_feed_entries_follow_every_change_and_are_made_once_otherwise(tmp_path: Path) -> None:
+    """The feed's camera source keeps each entry while its camera and stored status stay the same."""
+    fleet = make_fleet(tmp_path, FAST)
+    a = Camera(id="cam-a", url="rtsp://127.0.0.1:9/a", area="sh/huangpu")
+    b = Camera(id="cam-b", url="rtsp://127.0.0.1:9/b", area="sh/xuhui")
+    fleet.registry.put([a, b])
+    source = FeedCameras(fleet)
+    first = source.cameras()
+    assert [(e["id"], e["status"]) for e in first] == [("cam-a", "unknown"), ("cam-b", "unknown")]
+    again = source.cameras()
+    # Nothing changed: nothing made again.
+    assert again[0] is first[0]
+    assert again[1] is first[1]
+
+    # A confirmed finding: the stored status is replaced (statuses are frozen).
+    fleet.statuses["cam-a"] = CameraStatus(
+        "cam-a", state=CameraState.FAULT, track=Track(active=frozenset({FindingKind.BLACK}))
+    )
+    after_finding = source.cameras()
+    assert (after_finding[0]["status"], after_finding[0]["findings"]) == ("fault", ["black"])
+    assert after_finding[1] is first[1]
+
+    # The camera edited (disabled, moved): its entry follows the new camera.
+    fleet.registry.replace(b.model_copy(update={"enabled": False, "area": "sh/minhang"}))
+    after_edit = source.cameras()
+    assert (after_edit[1]["status"], after_edit[1]["area"]) == ("disabled", "sh/minhang")
+    assert after_edit[0] is after_finding[0]
+
+    # Removed: gone from the list, and its entry is not kept.
+    fleet.registry.delete("cam-a")
+    assert [e["id"] for e in source.cameras()] == ["cam-b"]
+    assert list(source._entries) == ["cam-b"]
+
+
+def test_camera_text_is_encoded_again_only_for_another_list() -> None:
+    text = CameraText()
+    cameras = [{"id": "cam-a", "status": "ok", "findings": []}]
+    first = text(cameras)
+    assert text(list(cameras)) is first  # the same entries: the kept text
+    changed = text([{"id": "cam-a", "status": "fault", "findings": ["black"]}])
+    assert changed is not first
+    assert json.loads(bytes(changed)) == [{"id": "cam-a", "status": "fault", "findings": ["black"]}]
+    assert json.loads(bytes(text([]))) == []
