@@ -31,6 +31,19 @@ class RawPublisher:
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.sock = socket.create_connection((host, port))
+        try:
+            self._connect(client_id)
+        except BaseException:
+            # A broker going down mid-handshake (the fault suite restarts it): no socket left open.
+            self.sock.close()
+            raise
+        self.acked = 0
+        self._mid = 0
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name="rawpub-acks", daemon=True)
+        self._reader.start()
+
+    def _connect(self, client_id: str) -> None:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         var = _utf8(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60)  # v3.1.1, clean, keepalive
         body = var + _utf8(client_id.encode())
@@ -39,11 +52,6 @@ class RawPublisher:
         if len(connack) < 4 or connack[3] != 0:
             msg = f"broker refused the connection: {connack!r}"
             raise ConnectionError(msg)
-        self.acked = 0
-        self._mid = 0
-        self._closed = False
-        self._reader = threading.Thread(target=self._read, name="rawpub-acks", daemon=True)
-        self._reader.start()
 
     def packet(self, topic: bytes, payload: bytes) -> bytes:
         """A QoS 1 PUBLISH packet with the next packet id."""
@@ -82,6 +90,7 @@ class RawPublisher:
         self._closed = True
         try:
             self.sock.sendall(b"\xe0\x00")
-            self.sock.close()
         except OSError:
-            pass
+            pass  # the broker is gone: the socket is closed all the same
+        finally:
+            self.sock.close()
