@@ -85,9 +85,17 @@ def _active(hub: ServedHub, rule: str, timeout: float = 15) -> list[dict[str, An
 
 
 def _settle(hub: ServedHub, want_messages: int, timeout: float = 30) -> dict[str, Any]:
+    # Messages are counted when decoded; the last of them may not be taken into a batch yet while
+    # nothing is in flight: settled is also the stored count unchanged over one more poll.
     deadline = time.monotonic() + timeout
-    while (h := hub.health())["messages"] < want_messages or h["in_flight"]:  # type: ignore[operator]
+    last_stored = -1
+    while (
+        (h := hub.health())["messages"] < want_messages  # type: ignore[operator]
+        or h["in_flight"]
+        or h["readings_stored"] != last_stored
+    ):
         assert time.monotonic() < deadline, h
+        last_stored = h["readings_stored"]  # type: ignore[assignment]
         time.sleep(0.1)
     return h
 
