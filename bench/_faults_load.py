@@ -115,7 +115,7 @@ def hub_role(ns: argparse.Namespace) -> None:
             stored=np.concatenate(stored) if stored else np.zeros(0, np.int64),
         )
 
-    app = create_app(settings, before_shutdown=[dump], freeze_gc=True)  # as `hub run` does
+    app = create_app(settings, before_shutdown=[dump], tune_gc=True)  # as `hub run` does
 
     def attach() -> None:
         while getattr(app.state, "components", None) is None:

@@ -28,7 +28,8 @@ leaves: that is the cost of any new screen, not of a slow one); the slow screen 
 4 KiB socket buffer and a one-frame client queue, so once the kernel's buffers are full the hub must
 merge its frames or close it (4408; it then reconnects with ``since``). ``feed_snapshot_ms`` is
 hello -> snapshot received and parsed, for a stream whose snapshot is not cached (the median of 5,
-under the same load). CPU shares of each process and the machine's load average are printed: other
+under the same load; the parse pauses this client's garbage collector, as a browser's JSON.parse
+has none to pause). CPU shares of each process and the machine's load average are printed: other
 work on the machine changes every figure here.
 
 Prints: feed_clients, feed_p99_ms, feed_slow_client_effect_ms, feed_snapshot_ms, feed_baseline_p99_ms,
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -148,9 +150,9 @@ def run_hub(port: int, http_port: int, data: str, interval_ms: int) -> None:
         video=VideoSettings(patrol=False),
     )
     uvicorn.run(
-        # freeze_gc as `hub run` does: without it a full collection over start-up's objects
-        # stalled the loop for 160-200 ms a few times a run, which this bench then measured.
-        create_app(settings, freeze_gc=True),
+        # The collector as `hub run` sets it (hub/memory.py): without it full collections
+        # stalled the loop for 36-200 ms a few times a run, which this bench then measured.
+        create_app(settings, tune_gc=True),
         host="127.0.0.1",
         port=http_port,
         log_level="warning",
@@ -246,11 +248,31 @@ def _wait_http(url: str, timeout: float = 90) -> None:
     raise SystemExit("the hub did not start")
 
 
-async def _snapshots(ws_url: str, token: str, n: int) -> list[float]:
-    """Hello -> snapshot parsed, on streams with no cached snapshot (a new filter each time)."""
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A frame's JSON, with this process's garbage collector paused.
+
+    A snapshot decodes into some 100,000 objects, and every few decodes that set off a full
+    collection of this process: 116-124 ms instead of 19-24 ms, measured on one 3 MB snapshot. A
+    browser's ``JSON.parse`` has no such pause, and it is no cost of the hub's.
+    """
+    gc.disable()
+    try:
+        return msgspec.json.decode(raw, type=dict[str, Any])
+    finally:
+        gc.enable()
+
+
+async def _snapshots(
+    ws_url: str, token: str, n: int
+) -> tuple[list[float], list[tuple[float, float]]]:
+    """Hello -> snapshot parsed, on streams with no cached snapshot (a new filter each time).
+
+    Returns the times (ms) and, for each, how they split into hello -> received and the parse.
+    """
     from websockets.asyncio.client import connect
 
-    times = []
+    times: list[float] = []
+    parts: list[tuple[float, float]] = []
     levels = ["info", "blue", "yellow", "orange", "red"]
     for k in range(n):
         filt = {"levels": levels[: k + 1], "types": ["bench_level", "camera"]}
@@ -258,15 +280,18 @@ async def _snapshots(ws_url: str, token: str, n: int) -> list[float]:
             t = time.perf_counter()
             await ws.send(json.dumps({"type": "hello", "token": token, "filter": filt}))
             while True:
-                body = msgspec.json.decode(await ws.recv(decode=False))
+                raw = await ws.recv(decode=False)
+                received = time.perf_counter()
+                body = _parse(raw)
                 if body["type"] == "snapshot":
                     break
             times.append((time.perf_counter() - t) * 1000)
+            parts.append(((received - t) * 1000, (time.perf_counter() - received) * 1000))
             if len(body["devices"]) != DEVICES or len(body["cameras"]) != CAMERAS:
                 raise SystemExit(
                     f"snapshot had {len(body['devices'])} devices, {len(body['cameras'])} cameras"
                 )
-    return times
+    return times, parts
 
 
 async def _settle(ws_url: str, token: str, limit_s: float) -> tuple[float, float]:
@@ -408,7 +433,9 @@ def orchestrate(interval_ms: int, rate: int, screens: int, *, verbose: bool = Fa
             time.sleep(max(0.0, phases[-1][1] - time.time()))
             cpu = {k: sum(x.cpu_percent() for x in ps) for k, ps in watched.items()}
             load = os.getloadavg()[0]
-            snaps = asyncio.run(_snapshots(f"ws://127.0.0.1:{http_port}/ws/situation", token, 5))
+            snaps, snap_parts = asyncio.run(
+                _snapshots(f"ws://127.0.0.1:{http_port}/ws/situation", token, 5)
+            )
             status = httpx.get(
                 url + "/api/v1/feed/status", headers={"Authorization": f"Bearer {token}"}
             ).json()
@@ -450,7 +477,8 @@ def orchestrate(interval_ms: int, rate: int, screens: int, *, verbose: bool = Fa
     )
     print(
         f"# snapshot (10,000 devices + 6,000 cameras) hello->parsed ms: "
-        f"{', '.join(f'{s:.0f}' for s in snaps)}; server build of the last "
+        f"{', '.join(f'{s:.0f}' for s in snaps)} (received + parsed: "
+        f"{', '.join(f'{r:.0f}+{p:.0f}' for r, p in snap_parts)}); server build of the last "
         f"{status['last_snapshot_ms']} ms; run took {time.monotonic() - started:.0f} s",
         file=sys.stderr,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -53,6 +52,7 @@ from hub.filters import check_name_filters
 from hub.influx_sink import InfluxSink
 from hub.limits import BodyLimit
 from hub.live import HubLiveView
+from hub.memory import settle_collector
 from hub.metrics import HubMetrics, HubProbe, TimedStore, camera_source, feed_source, timed_rules
 from hub.relay import CameraRow, LiveSink, StatePublisher, StateRelay
 from hub.reports_wiring import ReportsWiring
@@ -697,14 +697,14 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
     before_shutdown: Sequence[Callable[[], None]] = (),
     cameras: CameraSource | None = None,
     on_task_failure: Callable[[str], None] | None = None,
-    freeze_gc: bool = False,
+    tune_gc: bool = False,
 ) -> FastAPI:
     """The hub's ASGI app; components start with the app's lifespan.
 
-    ``freeze_gc``: once started, move what start-up built out of the garbage collector's reach (see
-    the lifespan). Only for a process that runs one hub for its whole life (``hub run``): frozen
-    objects are never collected, so a process that starts hub after hub (the test suite) would keep
-    every stopped hub's cycles, sockets and files alive.
+    ``tune_gc``: once started, freeze what start-up built and collect young objects less often
+    (`hub.memory.settle_collector`). Only for a process that runs one hub for its whole life
+    (``hub run``): frozen objects are never collected, so a process that starts hub after hub (the
+    test suite) would keep every stopped hub's cycles, sockets and files alive.
     ``before_shutdown`` runs first when the app stops, while the broker is still up (the demo stops
     its simulator there, so it does not see the broker vanish under it). ``cameras`` feeds the
     situation feed's cameras (none by default). ``on_task_failure(reason)`` is called when one of
@@ -738,12 +738,8 @@ def create_app(  # noqa: PLR0915 - one line per component and router: the list i
         components.video.install(app)
         components.response.install(app)
         components.reports.install(app)
-        # What start-up built (registry, rule tables, interned names) lives as long as the hub: moved
-        # out of the collector's reach, so a full collection under load scans only what came after
-        # (it took 130-160 ms with a 10,000-device registry, a stall of every task on the loop).
-        if freeze_gc:
-            gc.collect()
-            gc.freeze()
+        if tune_gc:  # hub/memory.py: full collections under load stalled every task 36-160 ms
+            settle_collector()
         starters: dict[str, Starter] = {
             "ingest.pipeline": components.pipeline.run,
             "store.retention": components.retention,

@@ -100,7 +100,7 @@ def _serve(settings: HubSettings, before_shutdown: Sequence[Callable[[], None]] 
         servers[0].should_exit = True
 
     hub = create_app(
-        settings, before_shutdown=before_shutdown, on_task_failure=stop_serving, freeze_gc=True
+        settings, before_shutdown=before_shutdown, on_task_failure=stop_serving, tune_gc=True
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -187,6 +187,10 @@ class SituationFeed:
                 wait = last + interval - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                # Frames are an interval apart from start to start: counting from the end of the
+                # last one would add its build (and any wait for the interpreter) to every reading's
+                # wait for the next frame (protocol, item 10).
+                last = time.monotonic()
                 self._dirty.clear()
                 if self._registry.version != self.devices.version:
                     await self._reload_devices()
@@ -199,8 +203,7 @@ class SituationFeed:
                 except Exception:
                     self.stats.errors += 1
                     logger.exception("the situation feed failed to make a frame")
-                last = time.monotonic()
-                self._drop_idle_streams(last)
+                self._drop_idle_streams(time.monotonic())
         finally:
             unsubscribe()
             if unfollow is not None:

@@ -67,3 +67,26 @@ def test_a_freed_big_array_leaves_the_process_with_the_threshold_fixed() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert int(out.stdout) < 2  # MB still resident of the second 8 MB array after it was freed
+
+
+def test_settled_collector_freezes_start_up_and_still_frees_new_cycles() -> None:
+    # In a child process: freezing is for the whole process, and the test suite starts many hubs.
+    code = """
+import gc, weakref
+from hub.memory import GC_THRESHOLDS, settle_collector
+class Node:
+    other: object
+kept = [Node() for _ in range(1000)]
+settle_collector()
+frozen = gc.get_freeze_count()
+a, b = Node(), Node()
+a.other, b.other = b, a
+gone = weakref.ref(a)
+del a, b
+filler = [[] for _ in range(GC_THRESHOLDS[0] + 1000)]  # enough new objects for a young collection
+print(gc.get_threshold() == GC_THRESHOLDS, frozen >= 1000, gone() is None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["True", "True", "True"]
