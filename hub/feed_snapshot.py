@@ -1,9 +1,10 @@
 """The snapshot a screen gets on connect: devices with their latest values, active alerts, cameras, counts.
 
 Built from live state arrays for the devices a filter group sees: the values of all of them are read
-with one fancy index, the non-empty (device, metric) cells found with one ``nonzero``, and the rest is
-building the wire's lists, which is what the JSON encoder needs anyway. A group caches its snapshot
-text, so a room of screens connecting at once costs one build.
+with one fancy index, the non-empty (device, metric) cells found with one ``nonzero``; what does not
+change with state (a device's id, position, area; the camera list while it is equal) is encoded
+once and spliced in. A group caches its snapshot text, so a room of screens connecting at once
+costs one build.
 """
 
 from __future__ import annotations
@@ -32,13 +33,8 @@ _encoder = msgspec.json.Encoder()
 _ONLINE: NDArray[np.object_] = np.array([None, False, True], dtype=object)  # by status + 1
 
 
-class DeviceRow(msgspec.Struct, gc=False):
-    """A device in a snapshot (fields in wire order; a Struct builds and encodes faster than a dict).
-
-    Not tracked by the garbage collector (``gc=False``): it holds only strings, numbers and a dict of
-    floats, so it can never be part of a cycle, and 10,000 tracked rows set off collections that
-    made `device_rows` 2.5 times slower (24 ms against 9 for 10,000 devices, measured).
-    """
+class _Head(msgspec.Struct, gc=False):
+    """A device's fields that change only with the registry, in wire order (see `device_json`)."""
 
     id: str
     vendor: str
@@ -46,14 +42,73 @@ class DeviceRow(msgspec.Struct, gc=False):
     lat: float
     lon: float
     area: str
+    online: None = None  # encoded, then cut off: the head ends with the key of the state
+
+
+class _State(msgspec.Struct, gc=False):
+    """A device's state in wire order, after its head.
+
+    Structs, not dicts: they build and encode faster, and ``gc=False`` keeps 10,000 of them from
+    setting off collections (they hold only numbers and a dict of floats, so never a cycle).
+    """
+
     online: bool | None
     last_seen: int | None
     values: dict[str, float]
 
 
-def device_rows(cap: Capture) -> list[DeviceRow]:
-    """The snapshot's devices: id, position, state, and latest value per metric."""
+_HEAD_END = b"null}"  # what `_Head.online` encodes to, cut off
+_STATE_START = b'{"online":'
+
+
+class DeviceHeads:
+    """Each device's JSON up to its state, ``b'},{"id":...,"area":"...","online":'``, by index.
+
+    Kept per device table (the feed builds a new one when the registry changes): a snapshot then
+    encodes only the state of its devices, and splices. The leading ``},`` closes the previous
+    device, so the snapshot's device list is one join.
+    """
+
+    def __init__(self) -> None:
+        """Start with no table."""
+        self._last: tuple[FeedDevices, NDArray[np.object_]] | None = None
+
+    def __call__(self, devices: FeedDevices) -> NDArray[np.object_]:
+        """The heads of ``devices`` (built on the first call for a table, ~10 ms for 10,000)."""
+        last = self._last  # one read: renders run in worker threads
+        if last is not None and last[0] is devices:
+            return last[1]
+        heads = np.empty(devices.size, dtype=object)
+        heads[:] = [
+            b"}," + _encoder.encode(_Head(*fields))[: -len(_HEAD_END)]
+            for fields in zip(
+                devices.ids.tolist(),
+                devices.vendor.tolist(),
+                devices.type.tolist(),
+                devices.lat.tolist(),
+                devices.lon.tolist(),
+                devices.area.tolist(),
+                strict=True,
+            )
+        ]
+        self._last = (devices, heads)
+        return heads
+
+
+_device_heads = DeviceHeads()
+
+
+def device_json(cap: Capture) -> msgspec.Raw:
+    """The snapshot's devices as one JSON array: id, position, state, latest value per metric.
+
+    The states of all devices are encoded in one call and cut at each ``},{"online":`` (no string
+    can hold that sequence unescaped), then joined with the cached heads. Against building and
+    encoding whole rows, this halves the devices' part of a snapshot (10,000 devices: ~10 -> ~5 ms
+    here), and the build of a snapshot under load is what a connecting screen waits for.
+    """
     devices, index = cap.devices, cap.index
+    if not len(index):
+        return msgspec.Raw(b"[]")
     rows, cols = np.nonzero(cap.times != cap.never)
     values: list[dict[str, float]] = [{} for _ in range(len(index))]
     for row, name, value in zip(
@@ -61,20 +116,16 @@ def device_rows(cap: Capture) -> list[DeviceRow]:
     ):
         values[row][name] = value
     seen: list[int | None] = [None if t == cap.never else t for t in cap.last_seen.tolist()]
-    return list(
-        map(
-            DeviceRow,
-            devices.ids[index].tolist(),
-            devices.vendor[index].tolist(),
-            devices.type[index].tolist(),
-            devices.lat[index].tolist(),
-            devices.lon[index].tolist(),
-            devices.area[index].tolist(),
-            _ONLINE[cap.online.astype(np.intp) + 1].tolist(),
-            seen,
-            values,
-        )
-    )
+    online = _ONLINE[cap.online.astype(np.intp) + 1].tolist()
+    states = _encoder.encode(list(map(_State, online, seen, values)))
+    # b'[{"online":S0},{"online":S1}]' -> [b"S0", b"S1"]
+    cut = states[len(_STATE_START) + 1 : -2].split(b"}," + _STATE_START)
+    parts: list[bytes] = [b""] * (2 * len(cut) + 2)
+    parts[1:-1:2] = _device_heads(devices)[index].tolist()
+    parts[2:-1:2] = cut
+    parts[1] = parts[1][2:]  # the first device closes none before it
+    parts[0], parts[-1] = b"[", b"}]"
+    return msgspec.Raw(b"".join(parts))
 
 
 def counts(
@@ -187,7 +238,7 @@ def render(
         "type": "snapshot",
         "seq": cap.seq,
         "ts": cap.now_ms,
-        "devices": _chunked(device_rows(cap)),
+        "devices": device_json(cap),
         "alerts": [alert_body(a) for a in alerts],
         "cameras": _camera_text(shown),
         "counts": counts(cap.devices, cap.index, cap.online, alerts),
