@@ -10,7 +10,7 @@ import numpy as np
 
 from hub.feed_devices import FeedDevices, Scope
 from hub.feed_frames import Filter
-from hub.feed_snapshot import capture, device_json
+from hub.feed_snapshot import capture, device_parts
 from hub.state import LiveState
 from ingest.batch import ReadingBatch
 
@@ -48,7 +48,7 @@ def _decoded(devices: FeedDevices, state: LiveState, mask: list[bool]) -> Any:
     cap = capture(
         seq=1, now_ms=NOW, filt=Filter(Scope()), devices=devices, mask=np.array(mask), state=state
     )
-    return json.loads(bytes(device_json(cap)))
+    return json.loads(b"".join(device_parts(cap)))
 
 
 def test_device_rows_carry_head_state_and_values_as_plain_rows_would() -> None:
