@@ -34,7 +34,7 @@ _ONLINE: NDArray[np.object_] = np.array([None, False, True], dtype=object)  # by
 
 
 class _Head(msgspec.Struct, gc=False):
-    """A device's fields that change only with the registry, in wire order (see `device_json`)."""
+    """A device's fields that change only with the registry, in wire order (see `device_parts`)."""
 
     id: str
     vendor: str
@@ -286,7 +286,7 @@ def _chunked(items: Sequence[object], size: int = ENCODE_CHUNK) -> bytes:
     """``items`` as one JSON array, encoded a chunk at a time.
 
     The encoder holds the GIL for a whole call; a snapshot is built in a worker thread, and one call
-    over 10,000 devices would keep the event loop (and ingestion) off the interpreter for ~10 ms.
+    over 6,000 cameras would keep the event loop (and ingestion) off the interpreter for a few ms.
     """
     parts = [_encoder.encode(items[i : i + size])[1:-1] for i in range(0, len(items), size)]
     return b"[" + b",".join(parts) + b"]"
