@@ -21,8 +21,8 @@ screen's send) outlived two young collections, and was promoted to the oldest ge
 (200 screens' connections, the camera source's entries, ...) every 10 s. Each walk stopped
 every thread for 36-66 ms, found nothing to free, and was what `bench/feed.py`'s
 publish-to-screen p99 measured. With the higher threshold, no full collection ran in the
-measured minute, a young one ran every ~2 s for ~20 ms, and that bench's p99 went from 99-132 ms
-to 80 ms (same host, same hour). Short-lived objects die by reference counting before any
+measured minute, a young one ran every ~2 s for ~20 ms, and that bench's p99 went from 99-167 ms
+(three runs) to 80-81 ms (two runs; same host, same hour). Short-lived objects die by reference counting before any
 collection sees them, so only garbage in cycles waits longer (at most 50,000 objects, a few MB).
 """
 
