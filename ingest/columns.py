@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,12 +13,15 @@ from numpy.typing import NDArray
 from devices.intern import DeviceEntry, Interner
 from devices.profiles import DeviceProfile
 from ingest.batch import DTYPES, Quality, ReadingBatch
+from ingest.chunks import ChunkList, FieldTable
 from ingest.codecs.base import DecodeError, DecodeReason, Fields, RawMessage
 from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
 
-_NOT_A_NUMBER = np.uint8(Quality.NOT_A_NUMBER)
+_LISTED_IDS = 250_000
+"""Device ids kept in gateways' lists (`ColumnBuilder._remember`): 500 gateways of 500 devices."""
+
 _CLOCK_SKEW = np.uint8(Quality.CLOCK_SKEW)
 _ESTIMATED = np.uint8(Quality.ESTIMATED)
 
@@ -31,33 +34,14 @@ class Rejection:
     error: DecodeError
 
 
-_ChunkColumns = tuple[
-    list[NDArray[np.int32]],
-    list[NDArray[np.int16]],
-    list[NDArray[np.int64]],
-    list[NDArray[np.float64]],
-    list[NDArray[np.uint8]],
-]
-
-
-class _FieldTable(NamedTuple):
-    """What `add` would look up per reading, for each of a codec's fields (F), or per record (N, F)."""
-
-    metric: NDArray[np.int16]
-    scale: NDArray[np.float64]
-    offset: NDArray[np.float64]
-    convert: NDArray[np.bool_]  # False: the unit is the canonical one and the value is taken as is
-    any_convert: bool
-    all_convert: bool
-
-
 class ColumnBuilder:
     """Accumulates readings of many messages as plain column lists, then hands them over as one batch.
 
     A message is decoded between `begin` and `commit`; `rollback` drops everything it added, so a message
     rejected as a whole leaves nothing behind. Per-reading work is a few dict lookups and list appends:
     no per-reading objects are kept. Batches of records may instead arrive as whole columns
-    (`add_columns`), checked and converted with numpy and kept as array chunks until `take`.
+    (`add_columns`): checked on arrival with numpy, kept as they came, and converted together at
+    `take` (`ingest.chunks`).
     """
 
     def __init__(
@@ -90,16 +74,17 @@ class ColumnBuilder:
         self.value: list[float] = []
         self.quality: list[int] = []
         self.rejections: list[Rejection] = []
-        # Column chunks from add_columns: chunk k is one array per column, and goes after the first
-        # _chunk_at[k] rows of the lists above at take(). Parallel lists of arrays rather than a
-        # tuple per chunk: nothing that lives until take() for the garbage collector to count.
-        self._chunk_at: list[int] = []
-        self._chunks: _ChunkColumns = ([], [], [], [], [])
-        self._chunk_rows = 0
-        self._tables: dict[tuple[str, Fields], _FieldTable | None] = {}
+        # Record batches from add_columns, converted at take() (see ingest/chunks.py).
+        self._chunks = ChunkList()
+        self._tables: dict[tuple[str, Fields], FieldTable | None] = {}
         # (vendor, profile id) -> device id -> index, for devices seen active of that vendor and
         # profile: what add_columns checks per reading, remembered until the registry changes.
         self._groups: dict[tuple[str, str], dict[str, int]] = {}
+        # (vendor, profile id) -> a gateway's list of device ids -> their indexes, for lists seen
+        # before: a gateway sends the same list again and again, and one hash of the whole list
+        # is cheaper than a lookup per id. At most _LISTED_IDS ids are kept (see _remember).
+        self._lists: dict[tuple[str, str], dict[tuple[str, ...], NDArray[np.int32]]] = {}
+        self._listed = 0
         self._raw: RawMessage | None = None
         self._mark = 0
         self._rejects_mark = 0
@@ -108,7 +93,7 @@ class ColumnBuilder:
         self._last_entry: DeviceEntry | None = None
 
     def __len__(self) -> int:
-        return len(self.device) + self._chunk_rows
+        return len(self.device) + self._chunks.total
 
     # -- per message ----------------------------------------------------------------------------
 
@@ -117,14 +102,13 @@ class ColumnBuilder:
         self._raw = raw
         self._mark = len(self.device)
         self._rejects_mark = len(self.rejections)
-        self._chunks_mark = len(self._chunk_at)
+        self._chunks_mark = len(self._chunks)
 
     def commit(self) -> int:
         """Keep what the current message added; returns how many readings that was."""
         self._raw = None
         added = len(self.device) - self._mark
-        if len(self._chunk_at) != self._chunks_mark:
-            added += sum(map(len, self._chunks[0][self._chunks_mark :]))
+        added += self._chunks.rows_since(self._chunks_mark)
         return added
 
     def rollback(self, error: DecodeError) -> None:
@@ -132,12 +116,7 @@ class ColumnBuilder:
         assert self._raw is not None  # noqa: S101 - begin() is always called first
         m = self._mark
         del self.device[m:], self.metric[m:], self.ts[m:], self.value[m:], self.quality[m:]
-        c = self._chunks_mark
-        if len(self._chunk_at) != c:
-            self._chunk_rows -= sum(map(len, self._chunks[0][c:]))
-            del self._chunk_at[c:]
-            for column in self._chunks:
-                del column[c:]
+        self._chunks.truncate(self._chunks_mark)
         del self.rejections[self._rejects_mark :]
         self.rejections.append(Rejection(self._raw, error))
         self._raw = None
@@ -210,50 +189,19 @@ class ColumnBuilder:
         if found is None:
             return False
         dev, table = found
-        if table.any_convert:
-            # Overflow to infinity is what Python's float arithmetic in add gives too (flagged below).
-            with np.errstate(over="ignore", invalid="ignore"):
-                converted = value * table.scale + table.offset
-            # A canonical unit is taken as is: even x * 1.0 + 0.0 would turn -0.0 into 0.0.
-            value = converted if table.all_convert else np.where(table.convert, converted, value)
-        bad = np.isfinite(value)
-        np.logical_not(bad, out=bad)
-        quality = bad.view(np.uint8) * _NOT_A_NUMBER
+        flags: NDArray[np.uint8] | None = None
         if ts is None:
             ts = np.full(n, received, dtype=np.int64)
-            quality |= _ESTIMATED
+            flags = np.full(n, _ESTIMATED, dtype=np.uint8)
         elif latest is not None and latest > received + self._skew_flag_ms:
-            skew = ts > received + self._skew_flag_ms
-            quality |= (skew.view(np.uint8) * _CLOCK_SKEW)[:, None]
-        per = value.shape[1]
-        if per > 1:
-            dev, ts = np.repeat(dev, per), np.repeat(ts, per)
-        met: NDArray[np.int16] = np.empty(value.shape, dtype=np.int16)
-        met[...] = table.metric
-        # Record by record, fields in order: the rows add would have appended one by one.
-        met, value, quality = met.ravel(), value.ravel(), quality.ravel()
-        if present is not None:
-            keep = present.ravel()
-            dev, met, ts, value, quality = (
-                dev[keep],
-                met[keep],
-                ts[keep],
-                value[keep],
-                quality[keep],
-            )
-        self._chunk_at.append(len(self.device))
-        chunks = self._chunks
-        chunks[0].append(dev)
-        chunks[1].append(met)
-        chunks[2].append(ts)
-        chunks[3].append(value)
-        chunks[4].append(quality)
-        self._chunk_rows += len(dev)
+            flags = (ts > received + self._skew_flag_ms).view(np.uint8) * _CLOCK_SKEW
+        # Converted, flagged and given its metric column at take(), with the messages around it.
+        self._chunks.append(len(self.device), dev, ts, value, present, table, flags)
         return True
 
     def _device_rows(
         self, raw: RawMessage, device: Sequence[str], fields: Fields
-    ) -> tuple[NDArray[np.int32], _FieldTable] | None:
+    ) -> tuple[NDArray[np.int32], FieldTable] | None:
         """Each record's device index and the field table, or None when `add` would refuse one."""
         n = len(device)
         devices = self._interner.devices
@@ -261,9 +209,15 @@ class ColumnBuilder:
             profile = devices[device[0]].profile
         except (KeyError, TypeError):  # an unknown id, or one that is a JSON array or object
             return None
-        # The common case, one dict lookup per reading: devices already seen active, of this vendor
-        # and of this profile (a gateway reports the same devices again and again).
         group_key = (raw.vendor, profile)
+        # The commonest case: a list of ids seen before, all active, of this vendor and profile.
+        known = self._listed_rows(group_key, device)
+        if known is not None:
+            table = self._table(profile, fields)
+            if table is not None:
+                return known, table
+        # Next, one dict lookup per reading: devices already seen active, of this vendor and of
+        # this profile (a gateway reports the same devices again and again).
         group = self._groups.get(group_key)
         if group is None:
             group = self._groups[group_key] = {}
@@ -273,6 +227,7 @@ class ColumnBuilder:
         except (KeyError, TypeError):
             table = None
         if table is not None:
+            self._remember(group_key, dev)
             return dev, table
         try:
             entries = list(map(devices.__getitem__, device))
@@ -290,6 +245,35 @@ class ColumnBuilder:
             return None
         return np.fromiter((e.index for e in entries), dtype=np.int32, count=n), table
 
+    def _listed_rows(
+        self, group_key: tuple[str, str], device: Sequence[str]
+    ) -> NDArray[np.int32] | None:
+        """The device indexes of a list remembered for this vendor and profile, or None."""
+        lists = self._lists.get(group_key)
+        if lists is None:
+            return None
+        try:
+            return lists.get(tuple(device))
+        except TypeError:  # an id that is a JSON array or object: refused on the way below
+            return None
+
+    def _remember(self, group_key: tuple[str, str], dev: NDArray[np.int32]) -> None:
+        """Keep a list of devices of one vendor and profile, all active, for `_device_rows`.
+
+        The key holds the registry's own id strings, not the message's: a list kept costs its
+        tuple and array (12 bytes an id), not a copy of every id. Past _LISTED_IDS ids in all, every
+        list is dropped and lists are kept afresh, so gateways whose lists never repeat cost a
+        bounded amount of memory (about 3 MB) and one hash of each list they send.
+        """
+        if self._listed + len(dev) > _LISTED_IDS:
+            self._lists.clear()
+            self._listed = 0
+        ids = self._interner.device_ids
+        key = tuple(map(ids.__getitem__, dev.tolist()))
+        dev.flags.writeable = False  # shared by every message that sends this list
+        self._lists.setdefault(group_key, {})[key] = dev
+        self._listed += len(dev)
+
     # -- handing over ---------------------------------------------------------------------------
 
     def take(self) -> tuple[ReadingBatch, list[Rejection]]:
@@ -304,12 +288,11 @@ class ColumnBuilder:
         """
         detached = Detached(
             (self.device, self.metric, self.ts, self.value, self.quality),
-            self._chunk_at,
             self._chunks,
             self.rejections,
         )
         self.device, self.metric, self.ts, self.value, self.quality = [], [], [], [], []
-        self._chunk_at, self._chunks, self._chunk_rows = [], ([], [], [], [], []), 0
+        self._chunks = ChunkList()
         self.rejections = []
         return detached
 
@@ -319,6 +302,8 @@ class ColumnBuilder:
         self._reading_specs.clear()
         self._tables.clear()
         self._groups.clear()
+        self._lists.clear()
+        self._listed = 0
         self._last_id, self._last_entry = "", None
 
     # -- lookups --------------------------------------------------------------------------------
@@ -378,7 +363,7 @@ class ColumnBuilder:
         self._metric_specs[profile_id] = specs
         return specs
 
-    def _table(self, profile_id: str, fields: Fields) -> _FieldTable | None:
+    def _table(self, profile_id: str, fields: Fields) -> FieldTable | None:
         """What `add` would look up for each field of a device of ``profile_id``; None if it refuses one."""
         key = (profile_id, fields)
         if key in self._tables:
@@ -390,7 +375,7 @@ class ColumnBuilder:
         scale: list[float] = []
         offset: list[float] = []
         convert: list[bool] = []
-        table: _FieldTable | None = None
+        table: FieldTable | None = None
         for name, unit in fields:
             spec = specs.get(name)
             if spec is None:
@@ -406,7 +391,7 @@ class ColumnBuilder:
             offset.append(o)
             convert.append(conv)
         else:
-            table = _FieldTable(
+            table = FieldTable(
                 np.array(metric, dtype=np.int16),
                 np.array(scale, dtype=np.float64),
                 np.array(offset, dtype=np.float64),
@@ -417,7 +402,7 @@ class ColumnBuilder:
         self._tables[key] = table
         return table
 
-    def _tables_of(self, entries: list[DeviceEntry], fields: Fields) -> _FieldTable | None:
+    def _tables_of(self, entries: list[DeviceEntry], fields: Fields) -> FieldTable | None:
         """A field table of per-record rows, for devices of several profiles (or a refused device).
 
         None when `add` would refuse a reading: a device of another vendor, decommissioned, or whose
@@ -431,7 +416,7 @@ class ColumnBuilder:
                 return None
             profiles.append(e.profile)
         order = {p: i for i, p in enumerate(dict.fromkeys(profiles))}
-        tables: list[_FieldTable] = []
+        tables: list[FieldTable] = []
         for p in order:
             table = self._table(p, fields)
             if table is None:
@@ -439,7 +424,7 @@ class ColumnBuilder:
             tables.append(table)
         rows = np.array([order[p] for p in profiles], dtype=np.intp)
         convert = np.stack([t.convert for t in tables])[rows]
-        return _FieldTable(
+        return FieldTable(
             np.stack([t.metric for t in tables])[rows],
             np.stack([t.scale for t in tables])[rows],
             np.stack([t.offset for t in tables])[rows],
@@ -451,39 +436,35 @@ class ColumnBuilder:
 
 @dataclass(frozen=True, slots=True)
 class Detached:
-    """What a `ColumnBuilder` held at `ColumnBuilder.detach`: row lists, column chunks, rejections."""
+    """What a `ColumnBuilder` held at `ColumnBuilder.detach`: row lists, record batches, rejections."""
 
     lists: tuple[list[int], list[int], list[int], list[float], list[int]]
-    chunk_at: list[int]
-    chunks: _ChunkColumns
+    chunks: ChunkList
     rejections: list[Rejection]
 
     def assemble(self) -> tuple[ReadingBatch, list[Rejection]]:
         """The rows as one batch, in the order they were added, and the rejections."""
-        chunk_columns: tuple[list[NDArray[Any]], ...] = self.chunks
-        if self.chunk_at and not self.lists[0]:
-            # Only whole-column chunks (batched messages): one concatenation per column.
-            columns = tuple(np.concatenate(c) for c in chunk_columns)
-        else:
-            lists: tuple[NDArray[Any], ...] = tuple(
-                np.array(rows, dtype=dtype)
-                for rows, dtype in zip(self.lists, DTYPES.values(), strict=True)
-            )
-            columns = lists
-            if self.chunk_at:
-                # List rows up to each chunk's place, then the chunk.
-                pieces: list[list[NDArray[Any]]] = [[], [], [], [], []]
-                start = 0
-                for k, at in enumerate(self.chunk_at):
-                    for rows, chunks, piece in zip(lists, chunk_columns, pieces, strict=True):
-                        if at > start:
-                            piece.append(rows[start:at])
-                        piece.append(chunks[k])
-                    start = at
-                for rows, piece in zip(lists, pieces, strict=True):
-                    if len(rows) > start:
-                        piece.append(rows[start:])
-                columns = tuple(np.concatenate(p) for p in pieces)
+        lists: tuple[NDArray[Any], ...] = tuple(
+            np.array(rows, dtype=dtype)
+            for rows, dtype in zip(self.lists, DTYPES.values(), strict=True)
+        )
+        chunks = self.chunks
+        columns = lists
+        if len(chunks):
+            # Rows added one by one up to each run's place, then the run.
+            pieces: list[list[NDArray[Any]]] = [[], [], [], [], []]
+            start = 0
+            for i, j in chunks.runs():
+                at = chunks.at[i]
+                for rows, run, piece in zip(lists, chunks.columns(i, j), pieces, strict=True):
+                    if at > start:
+                        piece.append(rows[start:at])
+                    piece.append(run)
+                start = at
+            for rows, piece in zip(lists, pieces, strict=True):
+                if len(rows) > start:
+                    piece.append(rows[start:])
+            columns = tuple(p[0] if len(p) == 1 else np.concatenate(p) for p in pieces)
         device, metric, ts, value, quality = columns
         batch = ReadingBatch(device=device, metric=metric, ts=ts, value=value, quality=quality)
         return batch, self.rejections

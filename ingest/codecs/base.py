@@ -122,6 +122,8 @@ class Sink(Protocol):
             value: ``value[i, j]`` is record i's value of field j, (N, F).
             present: which values the records hold (N, F); None: all of them. Absent ones are skipped.
 
+        The sink may keep the arrays until it hands its readings over: the caller gives them away.
+
         Returns:
             True when every present value was added, record by record in field order. False, having
             added nothing, when `add` would have refused any of them: the caller then adds them one by

@@ -20,12 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ingest.columns
 from devices.profiles import Device, DeviceProfile, MetricSpec, Vendor
 from devices.registry import Registry
 from ingest.batch import Quality
 from ingest.codecs import DecodeError, DecodeReason, RawMessage
 from ingest.codecs.mapping import MappingCodec, MappingConfig
 from ingest.columns import ColumnBuilder
+from ingest.consumer import Consumer
 
 RECEIVED_MS = 1_795_392_000_000  # 2026-11-23T00:00:00Z
 RECEIVED_S = RECEIVED_MS // 1000
@@ -454,3 +456,99 @@ def test_chunks_keep_their_place_and_a_rollback_drops_them(registry: Registry) -
     assert len(rejections) == 1
     assert len(b) == 0
     assert len(b.take()[0]) == 0
+
+
+# -- the builder: messages converted together at take() -------------------------------------------
+
+
+def test_messages_converted_together_keep_their_own_flags(registry: Registry) -> None:
+    """Three batches in one take, one table: the skewed reading of the second keeps its flag alone."""
+    messages = (
+        gateway(regular(30)) + gateway(regular(30, t=RECEIVED_S + 600)) + gateway(regular(30))
+    )
+    assert assert_same_everywhere(registry, "one-field", messages) == 3
+    typed = decode(registry, codecs_for("one-field")[2], messages)
+    qualities = [q for *_, q in typed.rows]
+    assert [i for i, q in enumerate(qualities) if q] == [30 + 15]
+    assert qualities[45] == Quality.CLOCK_SKEW
+
+
+def test_tables_alternating_between_messages_keep_the_order(registry: Registry) -> None:
+    """Batches of the m and the cm profile in turn: each message converted with its own table."""
+    a = regular(25)
+    b = [dict(r, id=B_DEVICES[i % 3]) for i, r in enumerate(regular(25))]
+    messages = gateway(a) + gateway(b) + gateway(a) + gateway(b)
+    assert assert_same_everywhere(registry, "one-field", messages) == 4
+    values = [
+        struct.unpack("<d", struct.pack("<q", v))[0]
+        for *_, v, _ in decode(registry, codecs_for("one-field")[2], messages).rows
+    ]
+    assert values[0] == pytest.approx(1.0)
+    assert values[25] == pytest.approx(100.0)
+
+
+# -- the builder: a gateway's list of devices, remembered ------------------------------------------
+
+
+def consumer_registry(tmp_path: Path) -> Registry:
+    reg = Registry(f"sqlite:///{tmp_path / 'lists.db'}")
+    reg.put_vendors([Vendor(id=VENDOR, name="Columnar")])
+    reg.put_profiles(
+        [
+            DeviceProfile(
+                id="col-a",
+                name="col-a",
+                type="water_level",
+                domain="water",
+                metrics=(MetricSpec(name="level", unit="m", min=-5, max=60),),
+                report_interval_s=60,
+                codec={"codec": "mapping", **CONFIGS["one-field"]},
+            )
+        ]
+    )
+    reg.put_devices([Device(id=d, vendor=VENDOR, profile="col-a") for d in [*A_DEVICES, GATEWAY]])
+    return reg
+
+
+def test_a_list_sent_again_is_remembered_until_the_registry_changes(tmp_path: Path) -> None:
+    reg = consumer_registry(tmp_path)
+    consumer = Consumer(reg, clock=lambda: RECEIVED_S)
+    payload = json.dumps({"data": regular(30)}).encode()
+    topic = f"sensors/{VENDOR}/{GATEWAY}/up"
+    for mid in (1, 2):
+        consumer.handle(topic, payload, mid, 1)
+    first = consumer.take()
+    assert len(first.batch) == 60
+    assert not first.rejections
+    assert first.batch.device[:30].tolist() == first.batch.device[30:].tolist()
+    lists = consumer._builder._lists
+    assert [len(k) for group in lists.values() for k in group] == [30]
+
+    # a-3 is decommissioned: the remembered list must not let its readings in.
+    reg.put_devices([Device(id="a-3", vendor=VENDOR, profile="col-a", status="decommissioned")])
+    consumer.handle(topic, payload, 3, 1)
+    after = consumer.take()
+    assert len(after.batch) == 25
+    assert {r.error.reason for r in after.rejections} == {DecodeReason.DECOMMISSIONED}
+    assert len(after.rejections) == 5
+
+
+def test_remembered_lists_are_bounded(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest.columns, "_LISTED_IDS", 50)
+    lists = [regular(30), regular(30, id="b-0"), regular(30, wl=1.5), regular(20)]
+    messages = [m for recs in lists for m in gateway(recs)] * 2
+    assert assert_same_everywhere(registry, "one-field", messages) == 8
+    builder = SpyBuilder(registry.interner, registry.profile)
+    codec = codecs_for("one-field")[2]
+    for device, payload in messages:
+        raw = RawMessage(
+            topic=f"sensors/{VENDOR}/{device}/up",
+            payload=payload,
+            vendor=VENDOR,
+            device_id=device,
+            received_ms=RECEIVED_MS,
+        )
+        builder.begin(raw)
+        codec.decode(raw, builder)
+        builder.commit()
+        assert builder._listed <= 50
