@@ -19,6 +19,9 @@ from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
 
+_ListKey = tuple[str, str, str, int]
+"""A list of device ids found by its first, middle and last id and its length."""
+
 _LISTED_IDS = 250_000
 """Device ids kept in gateways' lists (`ColumnBuilder._remember`): 500 gateways of 500 devices."""
 
@@ -80,10 +83,11 @@ class ColumnBuilder:
         # (vendor, profile id) -> device id -> index, for devices seen active of that vendor and
         # profile: what add_columns checks per reading, remembered until the registry changes.
         self._groups: dict[tuple[str, str], dict[str, int]] = {}
-        # (vendor, profile id) -> a gateway's list of device ids -> their indexes, for lists seen
-        # before: a gateway sends the same list again and again, and one hash of the whole list
-        # is cheaper than a lookup per id. At most _LISTED_IDS ids are kept (see _remember).
-        self._lists: dict[tuple[str, str], dict[tuple[str, ...], NDArray[np.int32]]] = {}
+        # (vendor, profile id) -> a gateway's list of device ids, found by its ends and length ->
+        # the list and its indexes, for lists seen before: a gateway sends the same list again and
+        # again, and comparing the list with the one remembered is cheaper than a lookup (a hash)
+        # per id. At most _LISTED_IDS ids are kept (see _remember).
+        self._lists: dict[tuple[str, str], dict[_ListKey, tuple[list[str], NDArray[np.int32]]]] = {}
         self._listed = 0
         self._raw: RawMessage | None = None
         self._mark = 0
@@ -168,6 +172,8 @@ class ColumnBuilder:
         fields: Fields,
         value: NDArray[np.float64],
         present: NDArray[np.bool_] | None = None,
+        *,
+        latest: int | None = None,
     ) -> bool:
         """Add the readings of many records of the current message at once, or nothing at all.
 
@@ -182,7 +188,10 @@ class ColumnBuilder:
         if n == 0:
             return True
         received = raw.received_ms
-        latest = None if ts is None else int(ts.max())
+        if ts is None:
+            latest = None
+        elif latest is None:
+            latest = int(ts.max())
         if latest is not None and latest > received + self._max_future_ms:
             return False  # FUTURE_TIMESTAMP: a rejection of that reading alone, which add makes
         found = self._device_rows(raw, device, fields)
@@ -252,27 +261,34 @@ class ColumnBuilder:
         lists = self._lists.get(group_key)
         if lists is None:
             return None
+        n = len(device)
         try:
-            return lists.get(tuple(device))
+            known = lists.get((device[0], device[n // 2], device[-1], n))
         except TypeError:  # an id that is a JSON array or object: refused on the way below
             return None
+        if known is None:
+            return None
+        ids, dev = known
+        # Equal ids only (a str equals nothing but a str): a list, compared id by id.
+        return dev if ids == (device if type(device) is list else list(device)) else None
 
     def _remember(self, group_key: tuple[str, str], dev: NDArray[np.int32]) -> None:
         """Keep a list of devices of one vendor and profile, all active, for `_device_rows`.
 
-        The key holds the registry's own id strings, not the message's: a list kept costs its
-        tuple and array (12 bytes an id), not a copy of every id. Past _LISTED_IDS ids in all, every
+        The list holds the registry's own id strings, not the message's: a list kept costs its
+        list and array (12 bytes an id), not a copy of every id. Past _LISTED_IDS ids in all, every
         list is dropped and lists are kept afresh, so gateways whose lists never repeat cost a
-        bounded amount of memory (about 3 MB) and one hash of each list they send.
+        bounded amount of memory (about 3 MB) and, per message, the list kept of it.
         """
         if self._listed + len(dev) > _LISTED_IDS:
             self._lists.clear()
             self._listed = 0
-        ids = self._interner.device_ids
-        key = tuple(map(ids.__getitem__, dev.tolist()))
+        names = self._interner.device_ids
+        ids = list(map(names.__getitem__, dev.tolist()))
         dev.flags.writeable = False  # shared by every message that sends this list
-        self._lists.setdefault(group_key, {})[key] = dev
-        self._listed += len(dev)
+        n = len(ids)
+        self._lists.setdefault(group_key, {})[ids[0], ids[n // 2], ids[-1], n] = (ids, dev)
+        self._listed += n
 
     # -- handing over ---------------------------------------------------------------------------
 

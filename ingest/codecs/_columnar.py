@@ -197,9 +197,10 @@ class Columnar:
         if n == 0:
             return False  # nothing to add: the loop has nothing to do either
         ts_col: NDArray[np.int64] | None = None
+        latest = ts
         try:
             if times is not None:
-                ts_col = _parse_times(times, self._parse)
+                ts_col, latest = _parse_times(times, self._parse)
             elif ts is not None:
                 ts_col = np.full(n, ts, dtype=np.int64)
             if len(columns) == 1 and not sparse:
@@ -218,11 +219,13 @@ class Columnar:
         if self._scale is not None:
             with np.errstate(over="ignore"):  # inf, as Python's float product gives in the loop
                 value = value * self._scale
-        return sink.add_columns(ids, ts_col, self._fields, value, present)
+        return sink.add_columns(ids, ts_col, self._fields, value, present, latest=latest)
 
 
-def _parse_times(times: list[Any], parse: TimeParser | None) -> NDArray[np.int64]:
-    """Each record's time in epoch ms, parsed once per distinct value (a batch usually shares one).
+def _parse_times(times: list[Any], parse: TimeParser | None) -> tuple[NDArray[np.int64], int]:
+    """Each record's time in epoch ms and the latest of them.
+
+    Each distinct value is parsed once (a batch usually shares one).
 
     Raises:
         DecodeError: a time the loop would reject. TypeError: an unhashable time (array or object).
@@ -232,11 +235,13 @@ def _parse_times(times: list[Any], parse: TimeParser | None) -> NDArray[np.int64
     first = times[0]
     # Values equal as dict keys (1 and 1.0) parse to the same ms, or both fail.
     if times.count(first) == n:
+        ms = parse(first)
         same = np.empty(n, dtype=np.int64)
-        same.fill(parse(first))  # np.full's Python wrapper costs twice as much, per message
-        return same
+        same.fill(ms)  # np.full's Python wrapper costs twice as much, per message
+        return same, ms
     parsed = {t: parse(t) for t in set(times)}
-    return np.fromiter(map(parsed.__getitem__, times), dtype=np.int64, count=n)
+    column = np.fromiter(map(parsed.__getitem__, times), dtype=np.int64, count=n)
+    return column, max(parsed.values())
 
 
 def _typed_decoder(

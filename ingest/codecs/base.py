@@ -111,6 +111,8 @@ class Sink(Protocol):
         fields: Fields,
         value: NDArray[np.float64],
         present: NDArray[np.bool_] | None = None,
+        *,
+        latest: int | None = None,
     ) -> bool:
         """Add the readings of N records at once, exactly as `add` would add them one by one, or nothing.
 
@@ -121,6 +123,7 @@ class Sink(Protocol):
             fields: ``(metric, unit as sent)`` of each of the F fields; unit None means canonical.
             value: ``value[i, j]`` is record i's value of field j, (N, F).
             present: which values the records hold (N, F); None: all of them. Absent ones are skipped.
+            latest: the largest of ``ts``, when the caller knows it (it saves a reduction per call).
 
         The sink may keep the arrays until it hands its readings over: the caller gives them away.
 

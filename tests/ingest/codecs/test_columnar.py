@@ -522,7 +522,7 @@ def test_a_list_sent_again_is_remembered_until_the_registry_changes(tmp_path: Pa
     assert not first.rejections
     assert first.batch.device[:30].tolist() == first.batch.device[30:].tolist()
     lists = consumer._builder._lists
-    assert [len(k) for group in lists.values() for k in group] == [30]
+    assert [len(ids) for group in lists.values() for ids, _ in group.values()] == [30]
 
     # a-3 is decommissioned: the remembered list must not let its readings in.
     reg.put_devices([Device(id="a-3", vendor=VENDOR, profile="col-a", status="decommissioned")])
@@ -552,3 +552,12 @@ def test_remembered_lists_are_bounded(registry: Registry, monkeypatch: pytest.Mo
         codec.decode(raw, builder)
         builder.commit()
         assert builder._listed <= 50
+
+
+def test_lists_with_the_same_ends_are_not_confused(registry: Registry) -> None:
+    """Two lists alike in their first, middle and last id and length, sent in turn."""
+    one = regular(30)
+    other = regular(30)
+    other[1]["id"], other[2]["id"] = other[2]["id"], other[1]["id"]
+    messages = (gateway(one) + gateway(other)) * 3
+    assert assert_same_everywhere(registry, "one-field", messages) == 6
