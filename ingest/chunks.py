@@ -83,10 +83,6 @@ class ChunkList:
         self.rows.append(rows)
         self.total += rows
 
-    def rows_since(self, k: int) -> int:
-        """Readings in chunks k and after."""
-        return sum(self.rows[k:]) if k < len(self.rows) else 0
-
     def truncate(self, k: int) -> None:
         """Drop chunks k and after (a message rolled back)."""
         if k >= len(self.at):

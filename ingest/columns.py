@@ -19,6 +19,8 @@ from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
 
+_UNKNOWN = object()
+
 _ListKey = tuple[str, str, str, int]
 """A list of device ids found by its first, middle and last id and its length."""
 
@@ -80,6 +82,7 @@ class ColumnBuilder:
         # Record batches from add_columns, converted at take() (see ingest/chunks.py).
         self._chunks = ChunkList()
         self._tables: dict[tuple[str, Fields], FieldTable | None] = {}
+        self._last_table: tuple[str, Fields, FieldTable | None] | None = None
         # (vendor, profile id) -> device id -> index, for devices seen active of that vendor and
         # profile: what add_columns checks per reading, remembered until the registry changes.
         self._groups: dict[tuple[str, str], dict[str, int]] = {}
@@ -93,6 +96,7 @@ class ColumnBuilder:
         self._mark = 0
         self._rejects_mark = 0
         self._chunks_mark = 0
+        self._chunk_rows_mark = 0
         self._last_id = ""
         self._last_entry: DeviceEntry | None = None
 
@@ -107,12 +111,13 @@ class ColumnBuilder:
         self._mark = len(self.device)
         self._rejects_mark = len(self.rejections)
         self._chunks_mark = len(self._chunks)
+        self._chunk_rows_mark = self._chunks.total
 
     def commit(self) -> int:
         """Keep what the current message added; returns how many readings that was."""
         self._raw = None
         added = len(self.device) - self._mark
-        added += self._chunks.rows_since(self._chunks_mark)
+        added += self._chunks.total - self._chunk_rows_mark
         return added
 
     def rollback(self, error: DecodeError) -> None:
@@ -317,6 +322,7 @@ class ColumnBuilder:
         self._metric_specs.clear()
         self._reading_specs.clear()
         self._tables.clear()
+        self._last_table = None
         self._groups.clear()
         self._lists.clear()
         self._listed = 0
@@ -381,9 +387,16 @@ class ColumnBuilder:
 
     def _table(self, profile_id: str, fields: Fields) -> FieldTable | None:
         """What `add` would look up for each field of a device of ``profile_id``; None if it refuses one."""
+        last = self._last_table
+        # A codec passes the same fields object every time, and profile ids are interned: the
+        # last answer is found without hashing the fields' nested tuples.
+        if last is not None and last[0] is profile_id and last[1] is fields:
+            return last[2]
         key = (profile_id, fields)
-        if key in self._tables:
-            return self._tables[key]
+        found = self._tables.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            self._last_table = (profile_id, fields, found)
+            return found  # type: ignore[return-value]
         specs = self._metric_specs.get(profile_id)
         if specs is None:
             specs = self._specs_of(profile_id)
@@ -416,6 +429,7 @@ class ColumnBuilder:
                 all(convert),
             )
         self._tables[key] = table
+        self._last_table = (profile_id, fields, table)
         return table
 
     def _tables_of(self, entries: list[DeviceEntry], fields: Fields) -> FieldTable | None:
