@@ -164,18 +164,22 @@ def bits(x: float) -> int:
     return int(struct.unpack("<q", struct.pack("<d", x))[0])
 
 
+def message(device: str, payload: bytes) -> RawMessage:
+    return RawMessage(
+        topic=f"sensors/{VENDOR}/{device}/up",
+        payload=payload,
+        vendor=VENDOR,
+        device_id=device,
+        received_ms=RECEIVED_MS,
+    )
+
+
 def decode(registry: Registry, codec: MappingCodec, messages: list[tuple[str, bytes]]) -> Outcome:
     builder = SpyBuilder(registry.interner, registry.profile)
     whole = None
     counts = []
     for device, payload in messages:
-        raw = RawMessage(
-            topic=f"sensors/{VENDOR}/{device}/up",
-            payload=payload,
-            vendor=VENDOR,
-            device_id=device,
-            received_ms=RECEIVED_MS,
-        )
+        raw = message(device, payload)
         builder.begin(raw)
         try:
             codec.decode(raw, builder)
@@ -421,13 +425,7 @@ def test_chunks_keep_their_place_and_a_rollback_drops_them(registry: Registry) -
     fields = (("level", None),)
 
     def raw(device: str) -> RawMessage:
-        return RawMessage(
-            topic=f"sensors/{VENDOR}/{device}/up",
-            payload=b"",
-            vendor=VENDOR,
-            device_id=device,
-            received_ms=RECEIVED_MS,
-        )
+        return message(device, b"")
 
     def columns(*values: float) -> bool:
         v = np.array([[x] for x in values], dtype=np.float64)
@@ -541,13 +539,7 @@ def test_remembered_lists_are_bounded(registry: Registry, monkeypatch: pytest.Mo
     builder = SpyBuilder(registry.interner, registry.profile)
     codec = codecs_for("one-field")[2]
     for device, payload in messages:
-        raw = RawMessage(
-            topic=f"sensors/{VENDOR}/{device}/up",
-            payload=payload,
-            vendor=VENDOR,
-            device_id=device,
-            received_ms=RECEIVED_MS,
-        )
+        raw = message(device, payload)
         builder.begin(raw)
         codec.decode(raw, builder)
         builder.commit()
