@@ -52,9 +52,8 @@ class ChunkList:
     value: list[NDArray[np.float64]] = field(default_factory=list)  # (N, F), in the units as sent
     present: list[NDArray[np.bool_] | None] = field(default_factory=list)  # (N, F); None: all
     table: list[FieldTable] = field(default_factory=list)
-    flags: list[NDArray[np.uint8] | None] = field(
-        default_factory=list
-    )  # (N,) quality bits; None: 0
+    # (N,) quality bits the message's times gave (ESTIMATED, CLOCK_SKEW); None: none
+    flags: list[NDArray[np.uint8] | None] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)  # readings in chunk k
     total: int = 0  # readings in all chunks
 
