@@ -152,6 +152,8 @@ class ChunkList:
         # Record by record, fields in order: the rows add would have appended one by one.
         metric, value, quality = metric.ravel(), value.ravel(), quality.ravel()
         if self.present[i] is not None:
-            keep = np.concatenate(self.present[i:j]).ravel()  # type: ignore[arg-type]
+            # A run is all sparse or none (see runs): every mask is there.
+            masks = [p for p in self.present[i:j] if p is not None]
+            keep = np.concatenate(masks).ravel()
             return device[keep], metric[keep], ts[keep], value[keep], quality[keep]
         return device, metric, ts, value, quality

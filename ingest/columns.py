@@ -19,8 +19,6 @@ from ingest.units import UnitError, conversion
 
 ProfileLookup = Callable[[str], DeviceProfile]
 
-_UNKNOWN = object()
-
 _ListKey = tuple[str, str, str, int]
 """A list of device ids found by its first, middle and last id and its length."""
 
@@ -393,10 +391,10 @@ class ColumnBuilder:
         if last is not None and last[0] is profile_id and last[1] is fields:
             return last[2]
         key = (profile_id, fields)
-        found = self._tables.get(key, _UNKNOWN)
-        if found is not _UNKNOWN:
+        if key in self._tables:
+            found = self._tables[key]
             self._last_table = (profile_id, fields, found)
-            return found  # type: ignore[return-value]
+            return found
         specs = self._metric_specs.get(profile_id)
         if specs is None:
             specs = self._specs_of(profile_id)
@@ -486,7 +484,8 @@ class Detached:
             start = 0
             for i, j in chunks.runs():
                 at = chunks.at[i]
-                for rows, run, piece in zip(lists, chunks.columns(i, j), pieces, strict=True):
+                run_columns: tuple[NDArray[Any], ...] = chunks.columns(i, j)
+                for rows, run, piece in zip(lists, run_columns, pieces, strict=True):
                     if at > start:
                         piece.append(rows[start:at])
                     piece.append(run)
