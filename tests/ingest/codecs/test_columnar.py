@@ -41,23 +41,23 @@ A_DEVICES = [f"a-{i}" for i in range(6)]
 B_DEVICES = [f"b-{i}" for i in range(3)]
 
 
+def profile(pid: str, *metrics: MetricSpec, codec: dict[str, Any] | None = None) -> DeviceProfile:
+    return DeviceProfile(
+        id=pid,
+        name=pid,
+        type="water_level",
+        domain="water",
+        metrics=metrics,
+        report_interval_s=60,
+        codec=codec or {"codec": "senml"},
+    )
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     path: Path = tmp_path_factory.mktemp("columnar") / "registry.db"
     reg = Registry(f"sqlite:///{path}")
     reg.put_vendors([Vendor(id=VENDOR, name="Columnar"), Vendor(id="other", name="Other")])
-
-    def profile(pid: str, *metrics: MetricSpec) -> DeviceProfile:
-        return DeviceProfile(
-            id=pid,
-            name=pid,
-            type="water_level",
-            domain="water",
-            metrics=metrics,
-            report_interval_s=60,
-            codec={"codec": "senml"},
-        )
-
     reg.put_profiles(
         [
             profile(
@@ -491,19 +491,8 @@ def test_tables_alternating_between_messages_keep_the_order(registry: Registry) 
 def consumer_registry(tmp_path: Path) -> Registry:
     reg = Registry(f"sqlite:///{tmp_path / 'lists.db'}")
     reg.put_vendors([Vendor(id=VENDOR, name="Columnar")])
-    reg.put_profiles(
-        [
-            DeviceProfile(
-                id="col-a",
-                name="col-a",
-                type="water_level",
-                domain="water",
-                metrics=(MetricSpec(name="level", unit="m", min=-5, max=60),),
-                report_interval_s=60,
-                codec={"codec": "mapping", **CONFIGS["one-field"]},
-            )
-        ]
-    )
+    level = MetricSpec(name="level", unit="m", min=-5, max=60)
+    reg.put_profiles([profile("col-a", level, codec={"codec": "mapping", **CONFIGS["one-field"]})])
     reg.put_devices([Device(id=d, vendor=VENDOR, profile="col-a") for d in [*A_DEVICES, GATEWAY]])
     return reg
 
